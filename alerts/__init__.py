@@ -1,0 +1,1 @@
+"""Alerts and cases: rules, lifecycle, notifications and the closed loop."""

@@ -1,0 +1,1 @@
+"""HTTP API: FastAPI app, auth, live feed and the operations page."""

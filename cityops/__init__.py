@@ -1,0 +1,1 @@
+"""cityops shared kernel: settings, device catalog, database, registry and the CLI."""

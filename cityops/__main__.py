@@ -1,0 +1,5 @@
+"""Run the CLI with `python -m cityops`."""
+
+from cityops.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Database access: connection pool, numbered migrations, time-series storage paths."""

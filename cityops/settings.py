@@ -1,0 +1,188 @@
+"""The one typed settings object, read from ``CITYOPS_*`` environment variables and a TOML file.
+
+Precedence, highest first: explicit keyword arguments, environment variables, the config file
+(``CITYOPS_CONFIG`` or the path given to :func:`load_settings`), the defaults below. Nested groups
+map to environment variables with one underscore: ``db.dsn`` is ``CITYOPS_DB_DSN``,
+``mqtt.client_id`` is ``CITYOPS_MQTT_CLIENT_ID``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from cityops.errors import ConfigError
+
+CONFIG_ENV = "CITYOPS_CONFIG"
+
+
+class _Group(BaseModel):
+    model_config = {"extra": "forbid", "frozen": True}
+
+
+class DatabaseSettings(_Group):
+    """Where PostgreSQL is and how cityops connects to it."""
+
+    dsn: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/cityops",
+        description="libpq connection string or URI of the cityops database.",
+    )
+    pool_min: int = Field(default=1, ge=0, le=100, description="Connections kept open.")
+    pool_max: int = Field(default=10, ge=1, le=500, description="Upper bound of the pool.")
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    statement_timeout_ms: int = Field(
+        default=60_000, ge=0, description="Per-statement limit; 0 disables it."
+    )
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_shape(cls, value: str) -> str:
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(value)
+        except Exception as err:
+            raise ValueError(f"not a valid libpq connection string: {err}") from err
+        return value
+
+
+class MqttSettings(_Group):
+    """The broker cityops subscribes and publishes to."""
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str = Field(default="cityops", min_length=1, max_length=128)
+    tls: bool = False
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+
+
+class StorageSettings(_Group):
+    """Time-series storage: partition (chunk) size, retention and the TimescaleDB choice."""
+
+    timescaledb: Literal["auto", "require", "off"] = Field(
+        default="auto",
+        description="auto: use TimescaleDB when installed and preloaded; require: fail without "
+        "it; off: always use native partitioning.",
+    )
+    partition_days: int = Field(
+        default=1, ge=1, le=31, description="Width of a partition/chunk of a readings table."
+    )
+    retention_days: int = Field(
+        default=90, ge=1, description="Raw readings older than this are dropped by maintenance."
+    )
+    premake_partitions: int = Field(
+        default=7, ge=1, le=400, description="Partitions created ahead of now by maintenance."
+    )
+    compress_after_days: int = Field(
+        default=7, ge=1, description="TimescaleDB only: compress chunks older than this."
+    )
+
+
+class LogSettings(_Group):
+    """Log output."""
+
+    format: Literal["console", "json"] = "console"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(BaseSettings):
+    """Every setting of every cityops process, typed and validated."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CITYOPS_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    db: DatabaseSettings = DatabaseSettings()
+    mqtt: MqttSettings = MqttSettings()
+    storage: StorageSettings = StorageSettings()
+    log: LogSettings = LogSettings()
+    timezone: str = Field(
+        default="Asia/Shanghai", description="Local time zone used only at the edges."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown time zone {value!r}") from err
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment beats the TOML file; the file beats the defaults."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return "CITYOPS_" + "_".join(str(part) for part in loc).upper()
+
+
+def _read_config_file(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from err
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings once at start-up; raise ConfigError naming every bad field.
+
+    The config file is ``config_file`` if given, else the file named by ``CITYOPS_CONFIG``.
+    """
+    if config_file is None and os.environ.get(CONFIG_ENV):
+        config_file = Path(os.environ[CONFIG_ENV])
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+        _read_config_file(config_file)
+        settings_cls = type(
+            "Settings",
+            (Settings,),
+            {
+                "model_config": SettingsConfigDict(
+                    **{**Settings.model_config, "toml_file": config_file}
+                )
+            },
+        )
+    try:
+        return settings_cls(**overrides)
+    except pydantic.ValidationError as err:
+        problems = []
+        for e in err.errors():
+            loc = tuple(e["loc"])
+            name = ".".join(str(p) for p in loc)
+            problems.append(f"{name} ({_env_name(loc)}): {e['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from err

@@ -1,0 +1,1 @@
+"""MQTT ingest: decode, validate, batch and COPY device messages into PostgreSQL."""

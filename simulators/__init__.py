@@ -1,0 +1,1 @@
+"""Simulators: field-hardware stand-ins with fault injection and ground truth."""

@@ -1,0 +1,1 @@
+"""Stream core: numba kernels for per-sensor state and the city's rates."""

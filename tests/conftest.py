@@ -1,0 +1,122 @@
+"""Shared fixtures: real services located by environment, each test with its own database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from cityops.settings import DatabaseSettings, Settings, StorageSettings
+
+DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _missing(service: str, why: str) -> None:
+    """Locally a missing service skips; under CI=true it fails, so a skip never looks green."""
+    message = f"{service} not reachable: {why}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: integration services are required)")
+    pytest.skip(message)
+
+
+def _admin_dsn(env: str, default: str | None) -> str | None:
+    return os.environ.get(env, default)
+
+
+def _check_server(dsn: str) -> str | None:
+    try:
+        with psycopg.connect(dsn, connect_timeout=3):
+            return None
+    except psycopg.OperationalError as err:
+        return str(err).strip()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> str:
+    """DSN of a maintenance database on the test server (CITYOPS_TEST_DSN)."""
+    dsn = _admin_dsn("CITYOPS_TEST_DSN", DEFAULT_TEST_DSN)
+    assert dsn is not None
+    problem = _check_server(dsn)
+    if problem:
+        _missing("PostgreSQL", problem)
+    return dsn
+
+
+def _with_dbname(dsn: str, name: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    parts = conninfo_to_dict(dsn)
+    parts["dbname"] = name
+    return make_conninfo(**{k: v for k, v in parts.items() if v is not None})
+
+
+def _create_db(admin_dsn: str) -> Iterator[str]:
+    name = f"cityops_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _with_dbname(admin_dsn, name)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def empty_db(pg_admin_dsn: str) -> Iterator[str]:
+    """DSN of a new, empty database that is dropped after the test."""
+    yield from _create_db(pg_admin_dsn)
+
+
+def make_settings(dsn: str, **storage: object) -> Settings:
+    """Settings pointing at ``dsn`` with optional storage overrides."""
+    return Settings(
+        db=DatabaseSettings(dsn=dsn),
+        storage=StorageSettings(**storage),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def migrated_db(empty_db: str) -> str:
+    """A new database with the cityops schema (plain path) and the reference areas."""
+    from cityops import registry
+    from cityops.db import migrate
+
+    settings = make_settings(empty_db, timescaledb="off")
+    with psycopg.connect(empty_db, autocommit=True, options="-c TimeZone=UTC") as conn:
+        migrate.migrate(conn, settings.storage)
+    with psycopg.connect(empty_db, options="-c TimeZone=UTC") as conn:
+        registry.import_areas(conn, registry.reference_area_records(), "reference")
+    return empty_db
+
+
+@pytest.fixture(scope="session")
+def timescale_admin_dsn() -> str:
+    """A server with TimescaleDB preloaded (CITYOPS_TEST_TIMESCALE_DSN); skipped when absent.
+
+    CI tests the plain path; this skip is by design even under CI=true.
+    """
+    dsn = os.environ.get("CITYOPS_TEST_TIMESCALE_DSN")
+    candidates = [dsn] if dsn else [os.environ.get("CITYOPS_TEST_DSN", DEFAULT_TEST_DSN)]
+    for candidate in candidates:
+        if candidate is None or _check_server(candidate):
+            continue
+        with psycopg.connect(candidate) as conn:
+            row = conn.execute(
+                "SELECT current_setting('timescaledb.disable_load', true) IS NOT NULL"
+            ).fetchone()
+        if row and row[0]:
+            return candidate
+    pytest.skip("no PostgreSQL with TimescaleDB preloaded (set CITYOPS_TEST_TIMESCALE_DSN)")
+
+
+@pytest.fixture
+def timescale_db(timescale_admin_dsn: str) -> Iterator[str]:
+    """A new, empty database on the TimescaleDB server."""
+    yield from _create_db(timescale_admin_dsn)

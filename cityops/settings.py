@@ -91,6 +91,49 @@ class StorageSettings(_Group):
     )
 
 
+class ScheduleSettings(_Group):
+    """Switching schedule of the street lighting and the heating calendar (local time at edges)."""
+
+    latitude: float = Field(default=39.9, ge=-90, le=90, description="Where dusk/dawn is computed.")
+    longitude: float = Field(default=116.4, ge=-180, le=180)
+    mains_on_offset_min: int = Field(
+        default=10, ge=-180, le=180, description="Mains lamps switch on this long after sunset."
+    )
+    mains_off_offset_min: int = Field(
+        default=-10,
+        ge=-180,
+        le=180,
+        description="Mains lamps switch off this long after sunrise (negative: before).",
+    )
+    solar_on_offset_min: int = Field(
+        default=20, ge=-180, le=180, description="Solar lamps switch on this long after sunset."
+    )
+    solar_off_offset_min: int = Field(
+        default=-20, ge=-180, le=180, description="Solar lamps switch off relative to sunrise."
+    )
+    heating_season_start: str = Field(
+        default="11-15", pattern=r"^\d{2}-\d{2}$", description="First day of the season, MM-DD."
+    )
+    heating_season_end: str = Field(
+        default="03-15", pattern=r"^\d{2}-\d{2}$", description="Last day of the season, MM-DD."
+    )
+    room_standard_c: float = Field(
+        default=18.0, ge=5, le=30, description="Room-temperature standard for compliance."
+    )
+
+    @field_validator("heating_season_start", "heating_season_end")
+    @classmethod
+    def _month_day(cls, value: str) -> str:
+        from datetime import date
+
+        month, day = (int(p) for p in value.split("-"))
+        try:
+            date(2024, month, day)  # a leap year accepts 02-29
+        except ValueError as err:
+            raise ValueError(f"{value!r} is not a valid MM-DD day") from err
+        return value
+
+
 class LogSettings(_Group):
     """Log output."""
 
@@ -113,6 +156,7 @@ class Settings(BaseSettings):
     db: DatabaseSettings = DatabaseSettings()
     mqtt: MqttSettings = MqttSettings()
     storage: StorageSettings = StorageSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     log: LogSettings = LogSettings()
     timezone: str = Field(
         default="Asia/Shanghai", description="Local time zone used only at the edges."

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -120,3 +123,88 @@ def timescale_admin_dsn() -> str:
 def timescale_db(timescale_admin_dsn: str) -> Iterator[str]:
     """A new, empty database on the TimescaleDB server."""
     yield from _create_db(timescale_admin_dsn)
+
+
+# --- MQTT -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0) -> bool:
+    """Wait until something listens on 127.0.0.1:port."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A running mosquitto the test can reach."""
+
+    host: str
+    port: int
+
+
+def start_mosquitto(config_text: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a private mosquitto with ``config_text`` (``{port}`` and ``{dir}`` substituted)."""
+    import shutil
+
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(binary).exists():
+        _missing("mosquitto", "binary not installed")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(config_text.format(port=port, dir=workdir), encoding="utf-8")
+    with (workdir / "mosquitto.log").open("wb") as log:
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    if not wait_for_port(port):
+        proc.kill()
+        _missing("mosquitto", f"did not start; see {workdir / 'mosquitto.log'}")
+    return proc, port
+
+
+PLAIN_BROKER_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location {dir}/
+max_queued_messages 100000
+"""
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A broker for tests that need plain MQTT: CITYOPS_TEST_MQTT (host:port) or a private one.
+
+    The private mosquitto allows anonymous clients and keeps state in a temporary folder; tests
+    that need the project's auth/ACL configuration start their own from deploy/mosquitto.
+    """
+    given = os.environ.get("CITYOPS_TEST_MQTT")
+    if given:
+        host, _, port = given.rpartition(":")
+        if not wait_for_port(int(port), 3.0) and host in ("127.0.0.1", "localhost"):
+            _missing("mosquitto", f"nothing listens on {given}")
+        yield Broker(host or "127.0.0.1", int(port))
+        return
+    proc, port = start_mosquitto(PLAIN_BROKER_CONF, tmp_path_factory.mktemp("mosquitto"))
+    try:
+        yield Broker("127.0.0.1", port)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

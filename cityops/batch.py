@@ -1,0 +1,156 @@
+"""The committed batch that ingest hands to the next stages, and the consumer protocol.
+
+A batch is columnar so the stream core's numba kernels can work on it without copying: per kind,
+one array of device ids, timestamps and one array per catalog field. Encoding (chosen so that
+kernels never see Python objects):
+
+- ``float`` fields: float64, NaN where the reading did not carry the field;
+- ``bool`` fields: int8, 1/0, -1 where missing;
+- ``enum`` fields: int16 code = index of the value in ``FieldSpec.allowed``, -1 where missing
+  (``KindBatch.decode`` turns codes back into strings);
+- ``int`` fields: int64, ``INT_MISSING`` where missing;
+- ``str`` fields: object arrays of str or None (not for kernels).
+
+Ingest calls every consumer after the batch is committed, in commit order, in the ingest process
+(no second trip through the database). A consumer must not block for long and must not raise;
+ingest logs and counts a consumer's exception and carries on — the data is already stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from cityops import catalog
+from cityops.catalog import FieldSpec, FieldType, Kind
+
+INT_MISSING = np.iinfo(np.int64).min
+
+_DTYPES: dict[FieldType, Any] = {
+    FieldType.FLOAT: np.float64,
+    FieldType.BOOL: np.int8,
+    FieldType.ENUM: np.int16,
+    FieldType.INT: np.int64,
+    FieldType.STR: object,
+    FieldType.DATE: object,
+}
+
+
+def column_dtype(spec: FieldSpec) -> Any:
+    """The NumPy dtype a field is carried in."""
+    return _DTYPES[spec.type]
+
+
+def encode_value(spec: FieldSpec, value: Any) -> Any:
+    """One validated value in its column encoding (see the module docstring)."""
+    if spec.type is FieldType.FLOAT:
+        return np.nan if value is None else float(value)
+    if spec.type is FieldType.BOOL:
+        return -1 if value is None else int(bool(value))
+    if spec.type is FieldType.ENUM:
+        return -1 if value is None else enum_code(spec, value)
+    if spec.type is FieldType.INT:
+        return INT_MISSING if value is None else int(value)
+    return value
+
+
+def enum_code(spec: FieldSpec, value: str) -> int:
+    """Code of an enum value: its index in ``spec.allowed``."""
+    if spec.allowed is None:
+        raise ValueError(f"{spec.name} is not an enum field")
+    return spec.allowed.index(value)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KindBatch:
+    """The committed readings of one kind, as columns of equal length."""
+
+    kind: Kind
+    device_ids: np.ndarray  # object array of str
+    ts_ms: np.ndarray  # int64 epoch milliseconds, UTC
+    received_ms: np.ndarray  # int64 epoch milliseconds when ingest received the message
+    columns: Mapping[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return int(self.ts_ms.shape[0])
+
+    @classmethod
+    def from_rows(
+        cls,
+        kind: Kind,
+        rows: Sequence[tuple[str, int, int, Mapping[str, Any]]],
+    ) -> KindBatch:
+        """Build a batch from (device_id, ts_ms, received_ms, validated values) rows."""
+        spec = catalog.KINDS[kind]
+        n = len(rows)
+        columns: dict[str, np.ndarray] = {}
+        for f in spec.readings:
+            col = np.empty(n, dtype=column_dtype(f))
+            for i, row in enumerate(rows):
+                col[i] = encode_value(f, row[3].get(f.name))
+            columns[f.name] = col
+        return cls(
+            kind=kind,
+            device_ids=np.array([r[0] for r in rows], dtype=object),
+            ts_ms=np.array([r[1] for r in rows], dtype=np.int64),
+            received_ms=np.array([r[2] for r in rows], dtype=np.int64),
+            columns=columns,
+        )
+
+    def decode(self, field_name: str, i: int) -> Any:
+        """Row ``i`` of a column back as a Python value (None where missing)."""
+        spec = catalog.KINDS[self.kind].reading_field(field_name)
+        if spec is None:
+            raise KeyError(field_name)
+        raw = self.columns[field_name][i]
+        if spec.type is FieldType.FLOAT:
+            return None if np.isnan(raw) else float(raw)
+        if spec.type is FieldType.BOOL:
+            return None if raw < 0 else bool(raw)
+        if spec.type is FieldType.ENUM:
+            return None if raw < 0 or spec.allowed is None else spec.allowed[int(raw)]
+        if spec.type is FieldType.INT:
+            return None if raw == INT_MISSING else int(raw)
+        return raw
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StatusChange:
+    """A device's online/offline report (birth message or last will)."""
+
+    device_id: str
+    kind: Kind
+    online: bool
+    ts: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CommittedBatch:
+    """Everything one ingest commit stored, handed to the consumers after the commit."""
+
+    seq: int
+    committed_at: datetime
+    readings: Mapping[Kind, KindBatch] = field(default_factory=dict)
+    complaints: Sequence[Mapping[str, Any]] = ()
+    status_changes: Sequence[StatusChange] = ()
+
+    @property
+    def reading_count(self) -> int:
+        """Number of readings over all kinds."""
+        return sum(len(b) for b in self.readings.values())
+
+
+def now_utc() -> datetime:
+    """Aware UTC now (a function so callers can pass a clock instead)."""
+    return datetime.now(UTC)
+
+
+class BatchConsumer(Protocol):
+    """Receives each committed batch, in commit order, in the ingest process."""
+
+    def on_batch(self, batch: CommittedBatch) -> None:
+        """Handle one committed batch; must not raise and must not block for long."""

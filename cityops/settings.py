@@ -67,6 +67,11 @@ class MqttSettings(_Group):
     client_id: str = Field(default="cityops", min_length=1, max_length=128)
     tls: bool = False
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    device_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret from which per-device broker passwords are derived "
+        "(cityops.broker_auth); needed to generate broker credentials and by simulators.",
+    )
 
 
 class StorageSettings(_Group):

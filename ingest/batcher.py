@@ -1,0 +1,86 @@
+"""The batch being assembled: rows per kind, dead letters, acks, bounded by rows and by time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from cityops.catalog import Kind
+
+ReadingRow = tuple[Any, ...]  # (device_id, ts_ms, *catalog fields, received_ms)
+
+
+class Delivery(NamedTuple):
+    """One MQTT message as it arrived: what to decode and how to acknowledge it.
+
+    (A named tuple: built once per message on paho's network thread, where it is cheapest.)
+    """
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected message or reading, as stored in ``dead_letters``."""
+
+    received_ms: int
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class PendingBatch:
+    """Everything decoded since the last commit, in arrival order."""
+
+    readings: dict[Kind, list[ReadingRow]] = field(default_factory=dict)
+    statuses: list[tuple[str, str, bool, int, int]] = field(default_factory=list)
+    complaints: list[dict[str, Any]] = field(default_factory=list)
+    registrations: list[tuple[str, Kind, str]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    row_count: int = 0
+    readings_received: int = 0
+    started: float | None = None  # monotonic time of the first message
+    first_received: datetime | None = None
+
+    def add_reading(self, kind: Kind, row: ReadingRow) -> None:
+        """Append one validated reading row."""
+        rows = self.readings.get(kind)
+        if rows is None:
+            rows = self.readings[kind] = []
+        rows.append(row)
+        self.row_count += 1
+
+    def add_status(self, device_id: str, kind: str, online: bool, ts_ms: int, recv: int) -> None:
+        """Append a device's online/offline report."""
+        self.statuses.append((device_id, kind, online, ts_ms, recv))
+        self.row_count += 1
+
+    def add_complaint(self, complaint: dict[str, Any]) -> None:
+        """Append a validated complaint."""
+        self.complaints.append(complaint)
+        self.row_count += 1
+
+    def register(self, device_id: str, kind: Kind, area_code: str) -> None:
+        """Register an unknown device in the same transaction as its first readings."""
+        self.registrations.append((device_id, kind, area_code))
+
+    def dead_letter(
+        self, received_ms: int, topic: str, payload: bytes, reason: str, detail: str
+    ) -> None:
+        """Append a dead letter."""
+        self.dead_letters.append(DeadLetter(received_ms, topic, payload, str(reason), detail))
+        self.row_count += 1
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to write and nothing to acknowledge."""
+        return not self.deliveries and self.row_count == 0 and not self.registrations

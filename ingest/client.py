@@ -1,0 +1,171 @@
+"""The MQTT side: a paho-mqtt 2 client with a persistent MQTT 5 session and manual acks.
+
+Messages are handed to ``on_delivery`` from paho's network thread, tagged with the connection
+generation they arrived on. A packet id is only meaningful on the connection that carried it:
+after a reconnect the broker redelivers whatever was not acknowledged, so an ack for an older
+generation is dropped instead of being sent (it could acknowledge a different message that
+reuses the id). Receive Maximum bounds how many un-acknowledged messages the broker sends us,
+which is the back-pressure: while the database is slow, the rest waits in the broker's queue.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from cityops.settings import Settings
+from ingest.batcher import Delivery
+
+log = structlog.get_logger(__name__)
+
+INGEST_FILTERS = ("+/+/telemetry", "+/+/status", "hotline/+/complaints")
+
+
+def subscription_filters(root: str, group: str | None) -> list[str]:
+    """The topic filters ingest subscribes to (shared when a group is set)."""
+    filters = [f"{root}/{f}" for f in INGEST_FILTERS]
+    if group:
+        return [f"$share/{group}/{f}" for f in filters]
+    return filters
+
+
+class MqttSource:
+    """Subscribes to the ingest topics and acknowledges messages when told to."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_delivery: Callable[[Delivery], None],
+        *,
+        client_id: str,
+    ) -> None:
+        self._settings = settings
+        self._on_delivery = on_delivery
+        self._generation = 0
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self.last_error: str | None = None
+        self._filters = subscription_filters(
+            settings.ingest.topic_root, settings.ingest.subscription_group
+        )
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        m = settings.mqtt
+        if m.username:
+            client.username_pw_set(
+                m.username, m.password.get_secret_value() if m.password else None
+            )
+        if m.tls:
+            client.tls_set()
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client = client
+
+    @property
+    def connected(self) -> bool:
+        """A session with the broker is up and subscribed."""
+        return self._connected.is_set() and self._subscribed.is_set()
+
+    @property
+    def generation(self) -> int:
+        """How many times a session was established (1 after the first connect)."""
+        return self._generation
+
+    def start(self) -> None:
+        """Connect in the background (paho reconnects with backoff on its own)."""
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._settings.ingest.session_expiry_s
+        props.ReceiveMaximum = self._settings.ingest.receive_maximum
+        m = self._settings.mqtt
+        self._client.connect_async(
+            m.host, m.port, keepalive=m.keepalive_s, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+
+    def wait_subscribed(self, timeout_s: float) -> bool:
+        """Block until the first subscription is confirmed."""
+        return self._subscribed.wait(timeout_s)
+
+    def ack(self, delivery: Delivery) -> bool:
+        """Acknowledge one message if its connection is still the current one."""
+        if delivery.qos == 0:
+            return True
+        if delivery.generation != self._generation or not self._connected.is_set():
+            return False
+        self._client.ack(delivery.mid, delivery.qos)
+        return True
+
+    def stop(self, drain_s: float = 2.0) -> None:
+        """Let queued acks go out, then disconnect (the session stays on the broker)."""
+        deadline = time.monotonic() + drain_s
+        while time.monotonic() < deadline and self._client.want_write():
+            time.sleep(0.01)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # --- paho callbacks (network thread) -------------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if reason.is_failure:
+            self.last_error = f"connect refused: {reason}"
+            log.warning("mqtt_connect_refused", reason=str(reason))
+            return
+        self._generation += 1
+        self._connected.set()
+        self.last_error = None
+        log.info(
+            "mqtt_connected",
+            session_present=bool(getattr(flags, "session_present", False)),
+            generation=self._generation,
+        )
+        opts = SubscribeOptions(qos=1)
+        client.subscribe([(f, opts) for f in self._filters])
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any
+    ) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            self.last_error = f"subscription refused: {', '.join(failed)}"
+            log.error("mqtt_subscribe_refused", reasons=failed)
+            return
+        self._subscribed.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self._connected.clear()
+        self._subscribed.clear()
+        if reason.is_failure:
+            self.last_error = f"disconnected: {reason}"
+            log.warning("mqtt_disconnected", reason=str(reason))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._on_delivery(
+            Delivery(
+                msg.topic,
+                bytes(msg.payload),
+                msg.mid,
+                msg.qos,
+                self._generation,
+                time.time_ns() // 1_000_000,
+            )
+        )

@@ -1,0 +1,130 @@
+"""An in-memory copy of the device registry, so per-reading checks never hit the database.
+
+The cache is reloaded completely every ``refresh_s`` seconds, and on a miss (an unknown device)
+at most once every ``miss_refresh_s`` seconds, so a device registered a moment ago is found
+without a flood of unknown devices turning into a flood of queries.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import structlog
+
+from cityops.catalog import Kind
+
+log = structlog.get_logger(__name__)
+
+DEVICES_SQL = "SELECT device_id, kind, gateway_id, status FROM devices"
+AREAS_SQL = "SELECT code FROM areas"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEntry:
+    """What ingest needs to know about a registered device."""
+
+    kind: Kind
+    gateway_id: str | None
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySnapshot:
+    """Devices by id, the set of gateway ids and the set of area codes."""
+
+    devices: dict[str, DeviceEntry]
+    gateways: frozenset[str]
+    areas: frozenset[str]
+
+
+def load_snapshot(conn: psycopg.Connection[Any]) -> RegistrySnapshot:
+    """Read the whole registry (devices and area codes) in one go."""
+    devices: dict[str, DeviceEntry] = {}
+    gateways: set[str] = set()
+    with conn.cursor() as cur:
+        for device_id, kind, gateway_id, status in cur.execute(DEVICES_SQL):
+            devices[device_id] = DeviceEntry(Kind(kind), gateway_id, status)
+            if gateway_id is not None:
+                gateways.add(gateway_id)
+        areas = frozenset(row[0] for row in cur.execute(AREAS_SQL))
+    conn.commit()
+    return RegistrySnapshot(devices, frozenset(gateways), areas)
+
+
+class RegistryCache:
+    """Device lookups from memory, refreshed periodically and (rate-limited) on a miss."""
+
+    def __init__(
+        self,
+        loader: Callable[[], RegistrySnapshot],
+        *,
+        refresh_s: float = 60.0,
+        miss_refresh_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._loader = loader
+        self._refresh_s = refresh_s
+        self._miss_refresh_s = miss_refresh_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._snapshot = RegistrySnapshot({}, frozenset(), frozenset())
+        self._added: dict[str, DeviceEntry] = {}
+        self._loaded_at = float("-inf")
+        self._miss_at = float("-inf")
+
+    def reload(self) -> None:
+        """Load the registry now; raise what the loader raises."""
+        snapshot = self._loader()
+        with self._lock:
+            self._snapshot = snapshot
+            self._added = {}
+            self._loaded_at = self._miss_at = self._clock()
+
+    def _maybe_reload(self, *, miss: bool) -> None:
+        now = self._clock()
+        due = now - self._loaded_at >= self._refresh_s
+        if miss and now - self._miss_at >= self._miss_refresh_s:
+            due = True
+            self._miss_at = now
+        if not due:
+            return
+        try:
+            self.reload()
+        except Exception as err:  # the database may be away: keep the last good copy
+            self._loaded_at = now
+            log.warning("registry_reload_failed", error=str(err))
+
+    def lookup(self, device_id: str) -> DeviceEntry | None:
+        """The registered device, or None when it is unknown even after a refresh."""
+        self._maybe_reload(miss=False)
+        entry = self._snapshot.devices.get(device_id) or self._added.get(device_id)
+        if entry is None:
+            self._maybe_reload(miss=True)
+            entry = self._snapshot.devices.get(device_id) or self._added.get(device_id)
+        return entry
+
+    def is_gateway(self, gateway_id: str) -> bool:
+        """Some registered device reports through this gateway."""
+        if gateway_id in self._snapshot.gateways:
+            return True
+        self._maybe_reload(miss=True)
+        return gateway_id in self._snapshot.gateways
+
+    def has_area(self, code: str) -> bool:
+        """The area code is registered."""
+        if code in self._snapshot.areas:
+            return True
+        self._maybe_reload(miss=True)
+        return code in self._snapshot.areas
+
+    def add(self, device_id: str, entry: DeviceEntry) -> None:
+        """Remember a device ingest registered itself (auto-registration)."""
+        self._added[device_id] = entry
+
+    def __len__(self) -> int:
+        return len(self._snapshot.devices) + len(self._added)

@@ -1,0 +1,164 @@
+"""Decoding and validation of every payload shape, without services."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from cityops.catalog import Kind
+from cityops.errors import ValidationError
+from ingest.batcher import PendingBatch
+from ingest.decode import Decoder, Reason, TopicError, TopicType, parse_topic, parse_ts
+from ingest.registry_cache import DeviceEntry, RegistryCache, RegistrySnapshot
+
+RECV = 1_735_689_600_000  # 2025-01-01T00:00:00Z
+T0 = RECV - 60_000
+
+
+def _registry() -> RegistryCache:
+    devices = {
+        "SL-1": DeviceEntry(Kind.STREETLIGHT, None, "in_service"),
+        "SL-2": DeviceEntry(Kind.STREETLIGHT, "GW-1", "in_service"),
+        "HT-2": DeviceEntry(Kind.HEATING, "GW-1", "in_service"),
+        "SL-9": DeviceEntry(Kind.STREETLIGHT, "GW-9", "in_service"),
+        "CH-1": DeviceEntry(Kind.CHARGER, None, "in_service"),
+    }
+    snap = RegistrySnapshot(devices, frozenset({"GW-1", "GW-9"}), frozenset({"CY-A"}))
+    cache = RegistryCache(lambda: snap)
+    cache.reload()
+    return cache
+
+
+def _decode(topic: str, payload: object, **kw: object) -> PendingBatch:
+    batch = PendingBatch()
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    Decoder(_registry(), **kw).decode(topic, raw, RECV, batch)  # type: ignore[arg-type]
+    return batch
+
+
+def test_topics() -> None:
+    assert parse_topic("cityops/v1/streetlight/SL-1/telemetry").type is TopicType.TELEMETRY
+    assert parse_topic("cityops/v1/charger/C/status").kind is Kind.CHARGER
+    assert parse_topic("cityops/v1/gateway/G/telemetry").type is TopicType.GATEWAY
+    assert parse_topic("cityops/v1/hotline/12345/complaints").ident == "12345"
+    for bad in (
+        "cityops/v2/streetlight/x/telemetry",
+        "cityops/v1/lamp/x/telemetry",
+        "cityops/v1/streetlight/x/y/telemetry",
+        "cityops/v1/streetlight//telemetry",
+        "cityops/v1/hotline/x/telemetry",
+    ):
+        with pytest.raises(TopicError):
+            parse_topic(bad)
+
+
+def test_timestamps() -> None:
+    assert parse_ts(None, RECV) == RECV
+    assert parse_ts(T0, RECV) == T0
+    assert parse_ts(float(T0), RECV) == T0
+    assert parse_ts("2025-01-01T08:00:00+08:00", RECV) == RECV
+    assert parse_ts("2024-12-31T23:59:00.5Z", RECV) == RECV - 59_500
+    for bad in ("2025-01-01T08:00:00", "soon", True, T0 // 1000, [1], RECV + 2 * 86_400_000):
+        with pytest.raises(ValidationError):
+            parse_ts(bad, RECV)
+
+
+def test_single_and_list_readings() -> None:
+    b = _decode(
+        "cityops/v1/streetlight/SL-1/telemetry",
+        [
+            {"ts": T0, "values": {"power_state": "on", "power_w": 80}},
+            {"values": {"power_state": "off"}},
+        ],
+    )
+    rows = b.readings[Kind.STREETLIGHT]
+    assert rows[0][:3] == ("SL-1", T0, "on")
+    assert rows[0][-1] == RECV
+    assert rows[0][4] == 80.0
+    assert rows[1][1] == RECV  # no ts: receive time
+    assert b.dead_letters == []
+    assert b.readings_received == 2
+
+
+def test_gateway_shape_and_foreign_or_unknown_devices() -> None:
+    b = _decode(
+        "cityops/v1/gateway/GW-1/telemetry",
+        {
+            "SL-2": [{"ts": T0, "values": {"power_state": "on"}}],
+            "HT-2": {"ts": T0, "values": {"temperature_c": 20.5}},
+            "SL-9": [{"ts": T0, "values": {"power_state": "on"}}],
+            "XX": [{"ts": T0, "values": {}}],
+        },
+    )
+    assert [r[0] for r in b.readings[Kind.STREETLIGHT]] == ["SL-2"]
+    assert [r[0] for r in b.readings[Kind.HEATING]] == ["HT-2"]
+    assert sorted(d.reason for d in b.dead_letters) == [
+        Reason.FOREIGN_DEVICE,
+        Reason.UNKNOWN_DEVICE,
+    ]
+    foreign = next(d for d in b.dead_letters if d.reason == Reason.FOREIGN_DEVICE)
+    assert list(orjson.loads(foreign.payload)) == ["SL-9"]
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        ("cityops/v1/streetlight/SL-1/telemetry", b"{", Reason.MALFORMED_JSON),
+        ("cityops/v1/streetlight/SL-1/other", {}, Reason.BAD_TOPIC),
+        ("cityops/v1/heating/SL-1/telemetry", {"values": {}}, Reason.KIND_MISMATCH),
+        ("cityops/v1/streetlight/NOPE/telemetry", {"values": {}}, Reason.UNKNOWN_DEVICE),
+        ("cityops/v1/streetlight/SL-1/telemetry", {"values": {"power_w": 1}}, Reason.VALIDATION),
+        ("cityops/v1/streetlight/SL-1/telemetry", {"value": {}}, Reason.VALIDATION),
+        ("cityops/v1/streetlight/SL-1/telemetry", [1, 2], Reason.VALIDATION),
+        ("cityops/v1/gateway/GW-1/telemetry", [1], Reason.VALIDATION),
+        ("cityops/v1/charger/CH-1/status", {"online": "yes"}, Reason.VALIDATION),
+        ("cityops/v1/gateway/GW-7/status", {"online": True}, Reason.UNKNOWN_DEVICE),
+        ("cityops/v1/hotline/h/complaints", {"complaint_id": "c"}, Reason.VALIDATION),
+    ],
+)
+def test_rejections(topic: str, payload: object, reason: Reason) -> None:
+    b = _decode(topic, payload)
+    assert b.dead_letters, "expected a dead letter"
+    assert {d.reason for d in b.dead_letters} == {reason}
+    assert all(d.detail for d in b.dead_letters)
+    assert not b.readings
+    assert not b.complaints
+    assert not b.statuses
+
+
+def test_oversized_payload_is_not_parsed() -> None:
+    b = _decode("cityops/v1/streetlight/SL-1/telemetry", b"x" * 300, max_payload_bytes=256)
+    assert [d.reason for d in b.dead_letters] == [Reason.OVERSIZED]
+
+
+def test_auto_registration() -> None:
+    b = _decode(
+        "cityops/v1/heating/NEW-1/telemetry",
+        {"values": {"temperature_c": 19}},
+        auto_register_area="CY-A",
+    )
+    assert b.registrations == [("NEW-1", Kind.HEATING, "CY-A")]
+    assert len(b.readings[Kind.HEATING]) == 1
+
+
+def test_status_and_complaints() -> None:
+    b = _decode("cityops/v1/charger/CH-1/status", {"online": False, "ts": T0})
+    assert b.statuses == [("CH-1", "charger", False, T0, RECV)]
+    b = _decode("cityops/v1/gateway/GW-1/status", {"online": True})
+    assert b.statuses == [("GW-1", "gateway", True, RECV, RECV)]
+    b = _decode(
+        "cityops/v1/hotline/h/complaints",
+        [
+            {"complaint_id": "A", "received_at": T0, "category": "heating", "area_code": "CY-A"},
+            {"complaint_id": "B", "received_at": "2025-01-01T00:00:00Z", "category": "nope"},
+            {"complaint_id": "C", "received_at": T0, "category": "other", "area_code": "ZZ"},
+        ],
+    )
+    assert [c["complaint_id"] for c in b.complaints] == ["A"]
+    assert b.complaints[0]["received_at"] == datetime(2024, 12, 31, 23, 59, tzinfo=UTC)
+    assert b.complaints[0]["status"] == "received"
+    assert b.complaints[0]["source"] == "h"
+    assert len(b.dead_letters) == 2

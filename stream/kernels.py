@@ -1,0 +1,417 @@
+"""Numba kernels over columnar readings: held-state time per hour, onsets, runs, sensor state.
+
+Every kernel works on plain NumPy arrays (device index, epoch-millisecond UTC timestamp, a small
+integer category per reading) and adds into a caller-owned accumulator, so the same code serves
+live batches and recomputation over history. Timestamps and durations are int64 milliseconds and
+the sums are integers: adding readings in any split gives bit-identical results.
+
+The held-state model (docs/rates.md): a reading's category holds from its timestamp until the
+next reading of the same device or ``hold_ms`` later, whichever comes first. The kernel keeps, per
+device, the last timestamp and category; a new reading first takes back the part of the previous
+reading's tentative hold it cuts short, then adds its own full hold. After all readings the sums
+equal those of the "until next reading or hold" definition (``stream.reference`` checks it).
+
+Accumulator layout ``acc[hour - h0, area, slot]`` for ``K`` categories and ``B`` onset bits:
+
+- ``slot k``          ms held in category ``k`` inside the device group's windows;
+- ``slot K + k``      ms held in category ``k`` in total;
+- ``slot 2K + k``     check instants of the group at which the device was held in ``k``;
+- ``slot 3K``         readings (samples) by their own hour;
+- ``slot 3K + 1 + b`` onsets of flag bit ``b`` (the flag is set and was not set at the previous
+  reading still held at this one);
+- ``slot 3K + 1 + B`` runs of category ``run_cat`` that reached ``run_ms`` at this reading.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+HOUR_MS = 3_600_000
+NO_TS = np.iinfo(np.int64).min
+
+
+def n_slots(n_cat: int, n_bits: int) -> int:
+    """Number of accumulator slots for ``n_cat`` categories and ``n_bits`` onset flags."""
+    return 3 * n_cat + 2 + n_bits
+
+
+def pack_windows(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group sorted, non-overlapping (n, 2) windows as (ptr, on, off) flat int64 arrays."""
+    ptr = np.zeros(len(groups) + 1, dtype=np.int64)
+    for g, w in enumerate(groups):
+        ptr[g + 1] = ptr[g] + len(w)
+    on = np.concatenate([np.asarray(w, dtype=np.int64).reshape(-1, 2)[:, 0] for w in groups])
+    off = np.concatenate([np.asarray(w, dtype=np.int64).reshape(-1, 2)[:, 1] for w in groups])
+    return ptr, on.astype(np.int64), off.astype(np.int64)
+
+
+def pack_points(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group sorted check instants as (ptr, points) flat int64 arrays."""
+    ptr = np.zeros(len(groups) + 1, dtype=np.int64)
+    for g, p in enumerate(groups):
+        ptr[g + 1] = ptr[g] + len(p)
+    pts = np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1) for p in groups])
+    return ptr, pts.astype(np.int64)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_span(acc, h0, area, slot, s, e, sign):  # type: ignore[no-untyped-def]
+    """Add ``sign * |[s, e)|`` to ``acc[., area, slot]``, split at UTC hour boundaries."""
+    n_hours = acc.shape[0]
+    lo = h0 * HOUR_MS
+    hi = (h0 + n_hours) * HOUR_MS
+    s = max(s, lo)
+    e = min(e, hi)
+    while s < e:
+        h = s // HOUR_MS
+        seg = min(e, (h + 1) * HOUR_MS)
+        acc[h - h0, area, slot] += sign * (seg - s)
+        s = seg
+
+
+def device_time_order(dev: np.ndarray, ts: np.ndarray, n_dev: int) -> np.ndarray:
+    """Indices of the readings of known devices (``dev >= 0``) by device, then time (stable).
+
+    Equal to ``np.lexsort((ts, dev))`` without the unknown devices. Large inputs use a counting
+    sort by device (linear) and sort each device's few readings; small batches against a large
+    registry use lexsort, which does not touch a per-device array.
+    """
+    return device_time_sort(dev, ts, n_dev)[0]
+
+
+def device_time_sort(
+    dev: np.ndarray, ts: np.ndarray, n_dev: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``device_time_order`` and the device and timestamp arrays already in that order."""
+    if len(ts) * 64 < n_dev:
+        order = np.lexsort((ts, dev))
+        order = order[dev[order] >= 0]
+        return order, dev[order], ts[order]
+    order, dev_sorted, ts_sorted = _counting_order(dev, ts, n_dev)
+    return order, dev_sorted, ts_sorted
+
+
+@njit(cache=True, nogil=True)
+def _counting_order(dev, ts, n_dev):  # type: ignore[no-untyped-def]  # noqa: PLR0912
+    start = np.zeros(n_dev + 1, dtype=np.int64)
+    for i in range(dev.shape[0]):
+        if dev[i] >= 0:
+            start[dev[i] + 1] += 1
+    for d in range(n_dev):
+        start[d + 1] += start[d]
+    m = start[n_dev]
+    order = np.empty(m, dtype=np.int64)
+    tsb = np.empty(m, dtype=np.int64)  # timestamps travel with the indices: local access later
+    fill = start[:-1].copy()
+    for i in range(dev.shape[0]):
+        d = dev[i]
+        if d >= 0:
+            j = fill[d]
+            order[j] = i
+            tsb[j] = ts[i]
+            fill[d] = j + 1
+    dev_sorted = np.empty(m, dtype=np.int64)
+    for d in range(n_dev):
+        lo = start[d]
+        hi = start[d + 1]
+        dev_sorted[lo:hi] = d
+        in_order = True
+        for k in range(lo + 1, hi):
+            if tsb[k] < tsb[k - 1]:
+                in_order = False
+                break
+        if in_order:  # readings usually arrive in time order: nothing to do
+            continue
+        if hi - lo <= 64:
+            for k in range(lo + 1, hi):  # insertion sort: stable, fast for a few readings
+                x = order[k]
+                tx = tsb[k]
+                j = k - 1
+                while j >= lo and tsb[j] > tx:
+                    order[j + 1] = order[j]
+                    tsb[j + 1] = tsb[j]
+                    j -= 1
+                order[j + 1] = x
+                tsb[j + 1] = tx
+        else:
+            sub = np.argsort(tsb[lo:hi], kind="mergesort")
+            seg = order[lo:hi].copy()
+            tseg = tsb[lo:hi].copy()
+            for k in range(hi - lo):
+                order[lo + k] = seg[sub[k]]
+                tsb[lo + k] = tseg[sub[k]]
+    return order, dev_sorted, tsb
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _first_above(arr, lo, hi, x):  # type: ignore[no-untyped-def]
+    """First index in [lo, hi) of sorted ``arr`` whose value is greater than ``x`` (else hi)."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if arr[mid] > x:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_interval(  # type: ignore[no-untyped-def]
+    acc, h0, area, cat, n_cat, s, e, sign, win_on, win_off, w_lo, w_hi, pts, p_lo, p_hi
+):
+    """Credit ``[s, e)`` held in ``cat``: in-window time, total time, check instants."""
+    if e <= s:
+        return
+    _add_span(acc, h0, area, n_cat + cat, s, e, sign)
+    if w_hi > w_lo:
+        j = _first_above(win_off, w_lo, w_hi, s)
+        while j < w_hi and win_on[j] < e:
+            a = max(s, win_on[j])
+            b = min(e, win_off[j])
+            if a < b:
+                _add_span(acc, h0, area, cat, a, b, sign)
+            j += 1
+    if p_hi > p_lo:
+        n_hours = acc.shape[0]
+        q = _first_above(pts, p_lo, p_hi, s - 1)
+        while q < p_hi and pts[q] < e:
+            hi = pts[q] // HOUR_MS - h0
+            if 0 <= hi < n_hours:
+                acc[hi, area, 2 * n_cat + cat] += sign
+            q += 1
+
+
+@njit(cache=True, nogil=True)
+def accumulate(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (one loop: numba speed)
+    dev,
+    ts,
+    cat,
+    flags,
+    order,
+    hold_ms,
+    n_cat,
+    n_bits,
+    run_cat,
+    run_ms,
+    dev_area,
+    dev_group,
+    dev_active,
+    win_ptr,
+    win_on,
+    win_off,
+    pt_ptr,
+    pts,
+    last_ts,
+    last_cat,
+    last_flags,
+    run_start,
+    acc,
+    h0,
+    late,
+):
+    """Fold readings (visited in ``order``) into ``acc`` and the per-device state; see module doc.
+
+    ``order`` must visit each device's readings by ascending timestamp (``np.lexsort((ts, dev))``).
+    Readings of unknown (index < 0) or not-in-service devices and readings with ``cat < 0`` are
+    skipped; a reading at the same timestamp as the device's last one is a duplicate (the first
+    wins, as in the database); a reading older than the device's last one is late: it is not
+    folded in, ``late[i]`` is set to 1 and the caller recomputes its hours. Returns the number of
+    readings folded in.
+    """
+    n_hours = acc.shape[0]
+    sample_slot = 3 * n_cat
+    run_slot = 3 * n_cat + 1 + n_bits
+    folded = 0
+    n = order.shape[0]
+    prev_d = -1  # device of the previous reading folded in this call
+    for r in range(n):
+        i = order[r]
+        d = dev[i]
+        if d < 0 or not dev_active[d]:
+            continue
+        c = cat[i]
+        if c < 0:
+            continue
+        t = ts[i]
+        lt = last_ts[d]
+        if lt != NO_TS and t <= lt:
+            if t < lt:
+                late[i] = 1
+            continue
+        area = dev_area[d]
+        g = dev_group[d]
+        w_lo = win_ptr[g]
+        w_hi = win_ptr[g + 1]
+        p_lo = pt_ptr[g]
+        p_hi = pt_ptr[g + 1]
+        held = lt != NO_TS and t <= lt + hold_ms
+        # Only the device's reading folded last (in an earlier call) was credited its full,
+        # tentative hold; take back the part this reading cuts short.
+        if prev_d != d and lt != NO_TS and t < lt + hold_ms:
+            _add_interval(
+                acc, h0, area, last_cat[d], n_cat, t, lt + hold_ms, -1,
+                win_on, win_off, w_lo, w_hi, pts, p_lo, p_hi,
+            )  # fmt: skip
+        # Within this call the next reading of the device is known: hold until it (or the hold
+        # time); the device's last reading here gets the tentative full hold.
+        end = t + hold_ms
+        r2 = r + 1
+        while r2 < n and dev[order[r2]] == d:
+            j = order[r2]
+            if cat[j] >= 0 and ts[j] > t:
+                end = min(end, ts[j])
+                break
+            r2 += 1
+        _add_interval(
+            acc, h0, area, c, n_cat, t, end, 1,
+            win_on, win_off, w_lo, w_hi, pts, p_lo, p_hi,
+        )  # fmt: skip
+        prev_d = d
+        hi = t // HOUR_MS - h0
+        inside = 0 <= hi < n_hours
+        if inside:
+            acc[hi, area, sample_slot] += 1
+        f = flags[i]
+        prev = last_flags[d] if held else 0
+        new = f & ~prev
+        for b in range(n_bits):
+            if inside and (new >> b) & 1:
+                acc[hi, area, sample_slot + 1 + b] += 1
+        if run_cat >= 0:
+            if c == run_cat:
+                if not (held and last_cat[d] == run_cat and run_start[d] != NO_TS):
+                    run_start[d] = t
+                rs = run_start[d]
+                if inside and t - rs >= run_ms and lt - rs < run_ms and held:
+                    acc[hi, area, run_slot] += 1
+            else:
+                run_start[d] = NO_TS
+        last_ts[d] = t
+        last_cat[d] = c
+        last_flags[d] = f
+        folded += 1
+    return folded
+
+
+@njit(cache=True, nogil=True)
+def sensor_update(  # type: ignore[no-untyped-def]
+    dev,
+    ts,
+    val,
+    order,
+    alpha,
+    flat_eps,
+    last_ts,
+    last_val,
+    mean,
+    var,
+    med,
+    mad,
+    count,
+    flat_since,
+    score,
+):
+    """Update per-sensor online state from readings visited in ``order`` (ascending per device).
+
+    Per sensor: last value and time; EWMA mean and variance (West's weighted update with weight
+    ``alpha``); a streaming median and median absolute deviation (sign-step estimates whose step
+    scales with the current MAD); the robust score ``|x - median| / (1.4826 * MAD)`` of the latest
+    reading computed *before* the reading updates the estimates; and ``flat_since``, the time from
+    which the value has stayed within ``flat_eps`` of the previous one. Late and duplicate
+    readings are skipped; a reading without the value (NaN) only moves the last time. Returns the
+    number of readings whose value was applied.
+    """
+    applied = 0
+    for r in range(order.shape[0]):
+        i = order[r]
+        d = dev[i]
+        x = val[i]
+        if d < 0:
+            continue
+        t = ts[i]
+        if last_ts[d] != NO_TS and t <= last_ts[d]:
+            continue
+        if np.isnan(x):  # the sensor reported, without this value: alive, nothing to learn
+            last_ts[d] = t
+            continue
+        if count[d] == 0:
+            mean[d] = x
+            var[d] = 0.0
+            med[d] = x
+            mad[d] = 0.0
+            score[d] = 0.0
+            flat_since[d] = t
+        else:
+            spread = 1.4826 * mad[d]
+            dev_abs = abs(x - med[d])
+            if spread > 0.0:
+                score[d] = dev_abs / spread
+            elif dev_abs > flat_eps:
+                score[d] = np.inf
+            else:
+                score[d] = 0.0
+            diff = x - mean[d]
+            incr = alpha * diff
+            mean[d] += incr
+            var[d] = (1.0 - alpha) * (var[d] + diff * incr)
+            step = max(mad[d], flat_eps) * alpha
+            if x > med[d]:
+                med[d] = min(med[d] + step, x) if count[d] > 1 else x
+            elif x < med[d]:
+                med[d] = max(med[d] - step, x) if count[d] > 1 else x
+            mad[d] += alpha * (abs(x - med[d]) - mad[d])
+            if abs(x - last_val[d]) > flat_eps:
+                flat_since[d] = t
+        last_val[d] = x
+        last_ts[d] = t
+        count[d] += 1
+        applied += 1
+    return applied
+
+
+@njit(cache=True, nogil=True)
+def offline_mask(last_ts, now_ms, max_silence_ms, active):  # type: ignore[no-untyped-def]
+    """1 where an in-service sensor has been silent longer than ``max_silence_ms`` (or never)."""
+    n = last_ts.shape[0]
+    out = np.zeros(n, dtype=np.int8)
+    for d in range(n):
+        if active[d] and (last_ts[d] == NO_TS or now_ms - last_ts[d] > max_silence_ms):
+            out[d] = 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def nearest_distance_km(cell_lat, cell_lon, site_lat, site_lon):  # type: ignore[no-untyped-def]
+    """Distance (km, equirectangular) from each grid cell to its nearest site; inf with no site."""
+    n = cell_lat.shape[0]
+    out = np.full(n, np.inf)
+    k_lat = 111.32
+    for c in range(n):
+        k_lon = 111.32 * np.cos(np.radians(cell_lat[c]))
+        best = np.inf
+        for s in range(site_lat.shape[0]):
+            dy = (site_lat[s] - cell_lat[c]) * k_lat
+            dx = (site_lon[s] - cell_lon[c]) * k_lon
+            dist = dx * dx + dy * dy
+            best = min(best, dist)
+        out[c] = np.sqrt(best)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def nearest_site(cell_lat, cell_lon, site_lat, site_lon):  # type: ignore[no-untyped-def]
+    """Index of the nearest site (equirectangular distance) for each cell; -1 with no site."""
+    n = cell_lat.shape[0]
+    out = np.full(n, -1, dtype=np.int64)
+    for c in range(n):
+        k_lon = np.cos(np.radians(cell_lat[c]))
+        best = np.inf
+        for s in range(site_lat.shape[0]):
+            dy = site_lat[s] - cell_lat[c]
+            dx = (site_lon[s] - cell_lon[c]) * k_lon
+            dist = dx * dx + dy * dy
+            if dist < best:
+                best = dist
+                out[c] = s
+    return out

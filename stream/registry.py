@@ -1,0 +1,197 @@
+"""Dense indexes of areas and devices, loaded from the registry, for the kernels.
+
+Kernels address per-device state and per-area sums by position; these indexes turn device ids and
+area codes into those positions and carry the registry facts the rates need (area, schedule
+class, in-service flag, heated area, public flag, charging site).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from cityops.catalog import DeviceStatus, Kind, ScheduleClass
+
+SCHEDULE_GROUPS: tuple[ScheduleClass, ...] = (ScheduleClass.MAINS, ScheduleClass.SOLAR)
+
+AREAS_SQL = """
+SELECT code, district, lat, lon, land_area_km2, population, heated_area_m2
+FROM areas ORDER BY code
+"""
+
+DEVICES_SQL = """
+SELECT device_id, area_code, status, lat, lon, attributes
+FROM devices WHERE kind = %s ORDER BY device_id
+"""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AreaIndex:
+    """Areas (streets/townships) by position, with the facts the rates need."""
+
+    codes: tuple[str, ...]
+    district: tuple[str, ...]
+    lat: np.ndarray
+    lon: np.ndarray
+    land_area_km2: np.ndarray
+    heated_area_m2: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def position(self, code: str) -> int:
+        """Position of an area code; KeyError when unknown."""
+        return self.codes.index(code)
+
+    @classmethod
+    def build(
+        cls,
+        codes: Sequence[str],
+        *,
+        district: Sequence[str] | None = None,
+        heated_area_m2: Sequence[float] | None = None,
+        land_area_km2: Sequence[float] | None = None,
+        lat: Sequence[float] | None = None,
+        lon: Sequence[float] | None = None,
+    ) -> AreaIndex:
+        """An index from plain lists (tests, benchmarks); missing facts are NaN."""
+        n = len(codes)
+
+        def arr(values: Sequence[float] | None) -> np.ndarray:
+            return np.full(n, np.nan) if values is None else np.asarray(values, dtype=np.float64)
+
+        return cls(
+            codes=tuple(codes),
+            district=tuple(district) if district is not None else ("",) * n,
+            lat=arr(lat),
+            lon=arr(lon),
+            land_area_km2=arr(land_area_km2),
+            heated_area_m2=arr(heated_area_m2),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceIndex:
+    """The devices of one kind by dense position (0..n-1) and their registry facts."""
+
+    kind: Kind
+    ids: np.ndarray  # object array of device ids, sorted
+    area: np.ndarray  # int64 position in the AreaIndex
+    group: np.ndarray  # int64: schedule class position for lamps, else 0
+    active: np.ndarray  # bool: in service
+    heated_area_m2: np.ndarray  # float64, NaN when not given
+    public: np.ndarray  # bool: charger open to the public
+    site: np.ndarray  # int64 position in ``sites`` (-1 without a site)
+    sites: tuple[str, ...]
+    lat: np.ndarray
+    lon: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @functools.cached_property
+    def _hash_index(self) -> pd.Index:
+        # Built once: hashing a million ids per batch would cost more than the batch itself.
+        index: pd.Index = pd.Index(self.ids)
+        return index
+
+    def lookup(self, device_ids: np.ndarray | Sequence[str]) -> np.ndarray:
+        """Positions of ``device_ids`` (int64), -1 for devices not in the registry."""
+        if len(device_ids) == 0:
+            return np.empty(0, dtype=np.int64)
+        found = self._hash_index.get_indexer(pd.Index(np.asarray(device_ids, dtype=object)))
+        return np.asarray(found, dtype=np.int64)
+
+    def count_active(self, n_areas: int, n_groups: int = 1) -> np.ndarray:
+        """In-service devices per (area, group) as an int64 array."""
+        out = np.zeros((n_areas, n_groups), dtype=np.int64)
+        np.add.at(out, (self.area[self.active], self.group[self.active]), 1)
+        return out
+
+    @classmethod
+    def build(
+        cls,
+        kind: Kind,
+        ids: Sequence[str],
+        area: Sequence[int] | np.ndarray,
+        *,
+        group: Sequence[int] | np.ndarray | None = None,
+        active: Sequence[bool] | np.ndarray | None = None,
+        heated_area_m2: Sequence[float] | None = None,
+        public: Sequence[bool] | None = None,
+        site: Sequence[str | None] | None = None,
+        lat: Sequence[float] | None = None,
+        lon: Sequence[float] | None = None,
+    ) -> DeviceIndex:
+        """An index from plain lists; rows are reordered by device id."""
+        n = len(ids)
+        order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
+
+        def take(values: Any, dtype: Any, default: Any) -> np.ndarray:
+            if values is None:
+                return np.full(n, default, dtype=dtype)
+            return np.asarray(values, dtype=dtype)[order]
+
+        site_names = [None] * n if site is None else list(site)
+        sites = tuple(sorted({s for s in site_names if s is not None}))
+        site_pos = np.array(
+            [-1 if s is None else sites.index(s) for s in site_names], dtype=np.int64
+        )
+        return cls(
+            kind=kind,
+            ids=np.asarray(ids, dtype=object)[order] if n else np.empty(0, dtype=object),
+            area=take(area, np.int64, 0),
+            group=take(group, np.int64, 0),
+            active=take(active, np.bool_, True),
+            heated_area_m2=take(heated_area_m2, np.float64, np.nan),
+            public=take(public, np.bool_, False),
+            site=site_pos[order] if n else site_pos,
+            sites=sites,
+            lat=take(lat, np.float64, np.nan),
+            lon=take(lon, np.float64, np.nan),
+        )
+
+
+def load_areas(conn: psycopg.Connection[Any]) -> AreaIndex:
+    """Every area of the registry, ordered by code."""
+    rows = conn.execute(AREAS_SQL).fetchall()
+
+    def col(i: int) -> list[float]:
+        return [np.nan if r[i] is None else float(r[i]) for r in rows]
+
+    return AreaIndex.build(
+        [r[0] for r in rows],
+        district=[r[1] for r in rows],
+        lat=col(2),
+        lon=col(3),
+        land_area_km2=col(4),
+        heated_area_m2=col(6),
+    )
+
+
+def load_devices(conn: psycopg.Connection[Any], kind: Kind, areas: AreaIndex) -> DeviceIndex:
+    """Every registered device of ``kind`` with its area position and rate-relevant facts."""
+    rows = conn.execute(DEVICES_SQL, (kind.value,)).fetchall()
+    area_pos = {code: i for i, code in enumerate(areas.codes)}
+    groups = {c.value: i for i, c in enumerate(SCHEDULE_GROUPS)}
+    attrs = [r[5] or {} for r in rows]
+    return DeviceIndex.build(
+        kind,
+        [r[0] for r in rows],
+        [area_pos[r[1]] for r in rows],
+        group=[groups.get(a.get("schedule_class", "mains"), 0) for a in attrs]
+        if kind is Kind.STREETLIGHT
+        else None,
+        active=[r[2] == DeviceStatus.IN_SERVICE.value for r in rows],
+        heated_area_m2=[float(a.get("heated_area_m2", np.nan)) for a in attrs],
+        public=[bool(a.get("public", False)) for a in attrs],
+        site=[a.get("site_id") for a in attrs],
+        lat=[np.nan if r[3] is None else float(r[3]) for r in rows],
+        lon=[np.nan if r[4] is None else float(r[4]) for r in rows],
+    )

@@ -1,0 +1,134 @@
+"""Alert quality: precision, recall and detection delay per fault type against ground truth.
+
+Ground truth is the simulators' JSON Lines record of injected faults (docs/simulators.md): per
+fault its type, the device (or the group and its member devices) and [start, end). Each fault
+type maps to the rule that should catch it. A fault counts as detected when an alert of that rule
+fired on one of its devices (or on its group) between its start and its end plus a grace period;
+an alert of a mapped rule that matches no fault of its type is a false positive.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+# Which rule is expected to catch each simulated fault type. Types with no entry are not scored
+# (the report lists them) because no shipped rule claims to detect them.
+EXPECTED_RULE: Mapping[str, str] = {
+    "lamp_out": "lamp_off_while_due",
+    "stuck_on": "lamp_on_in_daylight",
+    "cabinet_outage": "lamp_group_outage",
+    "cover_open": "cover_open",
+    "displaced": "cover_displaced",
+    "overflow": "manhole_overflow",
+    "sensor_offline": "device_silent",
+    "cold_room": "room_below_standard",
+    "supply_failure": "compound_cooling",
+    "faulted": "charger_faulted",
+    "site_offline": "charger_site_offline",
+    "stuck_finishing": "charger_stuck_finishing",
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TruthFault:
+    """One injected fault from the ground-truth file."""
+
+    fault_id: str
+    fault_type: str
+    device_ids: frozenset[str]
+    group_id: str | None
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FiredAlert:
+    """A fired alert as scoring needs it."""
+
+    rule: str
+    device_id: str | None
+    group: str | None  # value of a group rule's group attribute
+    fired_at: datetime
+
+
+@dataclass(kw_only=True)
+class TypeScore:
+    """Precision, recall and delays of one fault type."""
+
+    fault_type: str
+    rule: str
+    faults: int = 0
+    detected: int = 0
+    alerts: int = 0
+    true_alerts: int = 0
+    delays_s: list[float] = field(default_factory=list)
+
+    @property
+    def recall(self) -> float | None:
+        """Detected faults ÷ faults (None without faults)."""
+        return self.detected / self.faults if self.faults else None
+
+    @property
+    def precision(self) -> float | None:
+        """Alerts that match a fault ÷ alerts of the rule (None without alerts)."""
+        return self.true_alerts / self.alerts if self.alerts else None
+
+    @property
+    def delay_p50_s(self) -> float | None:
+        """Median time from fault start to the alert firing."""
+        return statistics.median(self.delays_s) if self.delays_s else None
+
+    def as_json(self) -> dict[str, object]:
+        """The per-fault entry of the benchmark output."""
+        return {
+            "rule": self.rule,
+            "faults": self.faults,
+            "detected": self.detected,
+            "alerts": self.alerts,
+            "true_alerts": self.true_alerts,
+            "precision": self.precision,
+            "recall": self.recall,
+            "delay_p50_s": self.delay_p50_s,
+        }
+
+
+def _matches(alert: FiredAlert, fault: TruthFault, grace: timedelta) -> bool:
+    if not fault.start <= alert.fired_at <= fault.end + grace:
+        return False
+    if fault.group_id is not None and alert.group == fault.group_id:
+        return True
+    return alert.device_id is not None and alert.device_id in fault.device_ids
+
+
+def score(
+    faults: Iterable[TruthFault],
+    alerts: Sequence[FiredAlert],
+    *,
+    grace: timedelta = timedelta(minutes=30),
+    expected: Mapping[str, str] = EXPECTED_RULE,
+) -> dict[str, TypeScore]:
+    """Score alerts against faults, per fault type that has an expected rule."""
+    by_type: dict[str, list[TruthFault]] = {}
+    for f in faults:
+        by_type.setdefault(f.fault_type, []).append(f)
+    scores: dict[str, TypeScore] = {}
+    for fault_type, rule in expected.items():
+        mine = by_type.get(fault_type, [])
+        candidates = [a for a in alerts if a.rule == rule]
+        s = TypeScore(fault_type=fault_type, rule=rule, faults=len(mine))
+        for f in mine:
+            hits = [a for a in candidates if _matches(a, f, grace)]
+            if hits:
+                s.detected += 1
+                first = min(a.fired_at for a in hits)
+                s.delays_s.append((first - f.start).total_seconds())
+        # Several fault types can share a rule (none do in the defaults); an alert is true if it
+        # matches any fault whose type expects this rule.
+        sharing = [f for t, r in expected.items() if r == rule for f in by_type.get(t, [])]
+        s.alerts = len(candidates)
+        s.true_alerts = sum(1 for a in candidates if any(_matches(a, f, grace) for f in sharing))
+        scores[fault_type] = s
+    return scores

@@ -139,6 +139,151 @@ class ScheduleSettings(_Group):
         return value
 
 
+class IngestSettings(_Group):
+    """The ingest process: subscription, batching, back-pressure, registry checks, health port."""
+
+    subscription_group: str | None = Field(
+        default=None,
+        description="Shared-subscription group ($share/<group>/...) so several workers split "
+        "the load; unset: a plain subscription (one worker). See docs/ingest.md on mosquitto.",
+    )
+    topic_root: str = Field(default="cityops/v1", min_length=1, description="Topic prefix.")
+    session_expiry_s: int = Field(
+        default=86_400,
+        ge=0,
+        description="How long the broker keeps the persistent session (and queues messages) "
+        "while ingest is away.",
+    )
+    receive_maximum: int = Field(
+        default=2000,
+        ge=1,
+        le=65535,
+        description="MQTT 5 Receive Maximum: un-acknowledged messages the broker may send; "
+        "bounds ingest memory when the database is slow.",
+    )
+    batch_max_rows: int = Field(
+        default=5000, ge=1, le=1_000_000, description="A batch is written at this many rows."
+    )
+    batch_max_ms: int = Field(
+        default=100, ge=1, le=60_000, description="...or when its oldest message is this old."
+    )
+    max_payload_bytes: int = Field(
+        default=262_144, ge=256, description="Larger payloads are dead-lettered unread."
+    )
+    auto_register: bool = Field(
+        default=False,
+        description="Register unknown devices seen on their own telemetry topic instead of "
+        "dead-lettering their readings.",
+    )
+    auto_register_area: str | None = Field(
+        default=None,
+        description="Area code auto-registered devices are put in (required with "
+        "auto_register; operators move them later with a registry import).",
+    )
+    registry_refresh_s: float = Field(
+        default=60.0, gt=0, description="Full reload interval of the in-memory registry cache."
+    )
+    registry_miss_refresh_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="An unknown device triggers a reload at most this often.",
+    )
+    retry_initial_s: float = Field(default=0.2, gt=0, description="First database retry wait.")
+    retry_max_s: float = Field(default=10.0, gt=0, description="Longest database retry wait.")
+    shutdown_timeout_s: float = Field(
+        default=30.0, gt=0, description="SIGTERM: how long to try flushing before giving up."
+    )
+    http_host: str = Field(default="0.0.0.0", description="Metrics/readiness listen address.")  # noqa: S104
+    http_port: int = Field(
+        default=9108, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0: off."
+    )
+
+    @field_validator("subscription_group")
+    @classmethod
+    def _group_name(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if any(c in value for c in "/+#"):
+            raise ValueError("a shared-subscription group name cannot contain /, + or #")
+        return value
+
+
+class StreamSettings(_Group):
+    """Parameters of the rates and per-sensor state computed by the stream core (docs/rates.md)."""
+
+    lighting_hold_min: int = Field(
+        default=20, ge=1, le=1440, description="A lamp reading's state holds at most this long."
+    )
+    snapshot_offset_min: int = Field(
+        default=60, ge=0, le=720, description="Nightly snapshot check this long after switch-on."
+    )
+    heating_hold_min: int = Field(
+        default=60, ge=1, le=1440, description="A room-temperature reading holds this long."
+    )
+    cold_episode_hours: float = Field(
+        default=6.0, gt=0, le=240, description="Below the standard this long is a cold episode."
+    )
+    charger_hold_min: int = Field(
+        default=15, ge=1, le=1440, description="A connector status report holds this long."
+    )
+    manhole_hold_min: int = Field(
+        default=70, ge=1, le=1440, description="A cover report (heartbeat) holds this long."
+    )
+    displacement_alarm_mm: float = Field(
+        default=20.0, gt=0, description="Displacement at or above this is a displacement alarm."
+    )
+    ewma_alpha: float = Field(
+        default=0.1, gt=0, le=1, description="Weight of a new reading in the EWMA mean/variance."
+    )
+    flatline_min: int = Field(
+        default=360, ge=1, description="A value unchanged this long (minutes) is a flatline."
+    )
+    gap_factor: float = Field(
+        default=3.0, gt=1, description="Offline after this many typical intervals without data."
+    )
+    publish_interval_s: float = Field(
+        default=1.0, gt=0, le=3600, description="Live per-area snapshots are published this often."
+    )
+
+
+class AlertsSettings(_Group):
+    """The alert engine: rules file, evaluation tick, flapping, cases and complaint linking."""
+
+    rules_file: Path | None = Field(
+        default=None, description="Rules YAML; the shipped alerts/rules/default.yaml when unset."
+    )
+    tick_s: float = Field(
+        default=5.0, gt=0, le=300, description="Period of time-based evaluation (no data, for)."
+    )
+    case_severities: tuple[Literal["info", "warning", "critical"], ...] = Field(
+        default=("warning", "critical"), description="Firing alerts of these open cases."
+    )
+    flap_count: int = Field(default=4, ge=2, description="Fires within flap_window_s = flapping.")
+    flap_window_s: float = Field(default=3600.0, gt=0)
+    link_radius_m: float = Field(
+        default=300.0, gt=0, description="A complaint this close to a case's device links to it."
+    )
+    link_window_h: float = Field(
+        default=48.0, gt=0, description="...if the case was detected within this many hours."
+    )
+
+
+class NotifySettings(_Group):
+    """Alert notifications: the routing file and how often groups, reminders and retries run."""
+
+    routes_file: Path | None = Field(
+        default=None,
+        description="Routing file (receivers, routes, escalation); none: the shipped "
+        "alerts/rules/routes.yaml, which publishes every alert on MQTT.",
+    )
+    tick_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often due groups, reminders, escalations and retries are sent.",
+    )
+
+
 class LogSettings(_Group):
     """Log output."""
 
@@ -163,6 +308,10 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     log: LogSettings = LogSettings()
+    stream: StreamSettings = StreamSettings()
+    ingest: IngestSettings = IngestSettings()
+    notify: NotifySettings = NotifySettings()
+    alerts: AlertsSettings = AlertsSettings()
     timezone: str = Field(
         default="Asia/Shanghai", description="Local time zone used only at the edges."
     )

@@ -180,6 +180,8 @@ def start_mosquitto(config_text: str, workdir: Path) -> tuple[subprocess.Popen[b
 
 
 PLAIN_BROKER_CONF = """\
+# Tests run as root; without this mosquitto drops to its own user and cannot write its state.
+user root
 listener {port} 127.0.0.1
 allow_anonymous true
 persistence true

@@ -11,7 +11,15 @@ from typing import Annotated
 
 import typer
 
-from cityops.cli import catalog_cmd, db_cmd, registry_cmd
+from cityops.cli import (
+    alerts_cmd,
+    catalog_cmd,
+    db_cmd,
+    ingest_cmd,
+    rates_cmd,
+    registry_cmd,
+    simulate_cmd,
+)
 from cityops.cli.common import err_console
 from cityops.errors import CityopsError, ConfigError
 from cityops.settings import load_settings
@@ -26,6 +34,14 @@ app.add_typer(registry_cmd.areas_app, name="areas")
 app.add_typer(registry_cmd.devices_app, name="devices")
 app.add_typer(catalog_cmd.catalog_app, name="catalog")
 app.add_typer(catalog_cmd.config_app, name="config")
+app.command("ingest")(ingest_cmd.ingest)
+app.add_typer(ingest_cmd.deadletters_app, name="deadletters")
+app.add_typer(ingest_cmd.broker_app, name="broker")
+app.add_typer(alerts_cmd.rules_app, name="rules")
+app.add_typer(alerts_cmd.alerts_app, name="alerts")
+app.add_typer(alerts_cmd.cases_app, name="cases")
+app.add_typer(simulate_cmd.app, name="simulate")
+app.add_typer(rates_cmd.rates_app, name="rates")
 
 
 @app.callback()

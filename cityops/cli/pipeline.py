@@ -1,0 +1,136 @@
+"""The ingest process's consumers: stream (live rates, snapshots) and alerts (engine, notifier).
+
+This is the composition root's wiring, kept out of the command module so tests and the demo can
+build the same pipeline. Order matters: the stream core sees a batch before the alert engine, so
+the rates an aggregate rule reads include it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from cityops.batch import BatchConsumer
+from cityops.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(kw_only=True)
+class Pipeline:
+    """The consumers to hand to ingest and how to stop them (in reverse order of start)."""
+
+    consumers: list[BatchConsumer] = field(default_factory=list)
+    stoppers: list[Callable[[], None]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop everything that was started, last first; one failure does not stop the rest."""
+        while self.stoppers:
+            stopper = self.stoppers.pop()
+            try:
+                stopper()
+            except Exception:
+                log.exception("pipeline_stop_failed")
+
+
+class _Ticker:
+    """Calls ``fn`` every ``interval_s`` seconds on a daemon thread until stopped."""
+
+    def __init__(self, name: str, interval_s: float, fn: Callable[[], object]) -> None:
+        self._stop = threading.Event()
+        self._interval = interval_s
+        self._fn = fn
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> _Ticker:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._fn()
+            except Exception:
+                log.exception("ticker_failed", ticker=self._thread.name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=max(5.0, self._interval * 2))
+
+
+def build_pipeline(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    with_stream: bool = True,
+    with_alerts: bool = True,
+) -> Pipeline:
+    """Start the stream core and the alert engine with its notifier; return them as consumers."""
+    pipeline = Pipeline()
+    try:
+        if with_stream:
+            from stream.live import start_live
+
+            live, stop_live = start_live(settings)
+            pipeline.consumers.append(live)
+            pipeline.stoppers.append(stop_live)
+        if with_alerts:
+            _start_alerts(settings, registry, pipeline)
+    except BaseException:
+        pipeline.stop()
+        raise
+    return pipeline
+
+
+def _start_alerts(
+    settings: Settings, registry: CollectorRegistry | None, pipeline: Pipeline
+) -> None:
+    from alerts import store
+    from alerts.engine import AlertEngine
+    from alerts.notify import Notifier, NotifyMetrics, build_senders, load_routes
+    from alerts.rules import RuleHolder, Severity
+    from cityops.db.pool import make_pool
+    from cityops.schedule import HeatingCalendar, LightingSchedule
+
+    rules = RuleHolder(settings.alerts.rules_file)
+    routes = load_routes(settings.notify.routes_file)
+    pool = make_pool(settings.db, name="alerts")
+    pool.open(wait=True, timeout=settings.db.connect_timeout_s * 3)
+    pipeline.stoppers.append(pool.close)
+
+    def is_acknowledged(alert_id: int) -> bool:
+        with pool.connection() as conn:
+            return store.is_acknowledged(conn, alert_id)
+
+    notifier = Notifier(
+        routes,
+        build_senders(routes, settings.mqtt),
+        is_acknowledged=is_acknowledged,
+        pool=pool,
+        metrics=NotifyMetrics(registry),
+    )
+    notifier.start(tick_interval_s=settings.notify.tick_interval_s)
+    pipeline.stoppers.append(notifier.stop)
+    engine = AlertEngine(
+        rules=rules,
+        pool=pool,
+        schedule=LightingSchedule(settings.schedule, settings.timezone),
+        calendar=HeatingCalendar(settings.schedule, settings.timezone),
+        notify=notifier.submit,
+        case_severities=[Severity(s) for s in settings.alerts.case_severities],
+        flap_count=settings.alerts.flap_count,
+        flap_window=timedelta(seconds=settings.alerts.flap_window_s),
+        link_radius_m=settings.alerts.link_radius_m,
+        link_window=timedelta(hours=settings.alerts.link_window_h),
+    )
+    pipeline.consumers.append(engine)
+    ticker = _Ticker("alerts-tick", settings.alerts.tick_s, engine.tick).start()
+    pipeline.stoppers.append(ticker.stop)
+    registry_ticker = _Ticker("alerts-registry", 60.0, engine.reload_registry).start()
+    pipeline.stoppers.append(registry_ticker.stop)
+    log.info("alerts_started", rules=len(rules.rules.rules), receivers=len(routes.receivers))

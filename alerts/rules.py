@@ -23,14 +23,13 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from enum import StrEnum
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from alerts import datafile
 from cityops import catalog
 from cityops.catalog import FieldType, Kind
 from cityops.errors import CityopsError
@@ -311,31 +310,6 @@ class RuleSet(BaseModel):
         return [r for r in self.rules if r.enabled]
 
 
-def _describe(err: pydantic.ValidationError, raw: Any) -> str:
-    problems = []
-    rules = raw.get("rules") if isinstance(raw, dict) else None
-    for e in err.errors():
-        loc = list(e["loc"])
-        where = ""
-        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-            idx = loc[1]
-            name = None
-            if isinstance(rules, list) and idx < len(rules) and isinstance(rules[idx], dict):
-                name = rules[idx].get("name")
-            where = f"rules[{idx}]" + (f" {name!r}" if name else "")
-            # Drop the discriminator tag pydantic inserts (e.g. 'threshold').
-            loc = (
-                loc[3:]
-                if len(loc) > 2 and isinstance(loc[2], str) and loc[2] in _TYPES
-                else loc[2:]
-            )
-        field = ".".join(str(p) for p in loc)
-        msg = e["msg"].removeprefix("Value error, ")
-        parts = [p for p in (where, field) if p]
-        problems.append(f"{': '.join(parts)}: {msg}" if parts else msg)
-    return "; ".join(problems)
-
-
 _TYPES = {
     "threshold",
     "state",
@@ -350,28 +324,21 @@ _TYPES = {
 
 def parse_rules(text: str, source: str = "rules") -> RuleSet:
     """Validate the text of a rules file; raise RulesError naming rule and field."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RulesError(f"{source}: not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise RulesError(f"{source}: expected a mapping with 'version' and 'rules'")
-    try:
-        return RuleSet.model_validate(raw)
-    except pydantic.ValidationError as err:
-        raise RulesError(f"{source}: {_describe(err, raw)}") from err
+    return datafile.parse(
+        RuleSet,
+        text,
+        source,
+        error=RulesError,
+        shape="'version' and 'rules'",
+        sections=("rules",),
+        tags=_TYPES,
+    )
 
 
 def load_rules(path: Path | None = None) -> RuleSet:
     """Load a rules file, or the shipped defaults when ``path`` is None."""
-    if path is None:
-        text = (resources.files("alerts") / "rules" / DEFAULT_RULES).read_text(encoding="utf-8")
-        return parse_rules(text, f"alerts/rules/{DEFAULT_RULES}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise RulesError(f"cannot read rules file {path}: {err}") from err
-    return parse_rules(text, str(path))
+    text, source = datafile.read(path, DEFAULT_RULES, error=RulesError, what="rules")
+    return parse_rules(text, source)
 
 
 class RuleHolder:

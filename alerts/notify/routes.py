@@ -34,17 +34,15 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping
 from datetime import timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import pydantic
-import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from alerts import datafile
 from alerts.model import AlertNotice
 from alerts.rules import Duration, Severity
 from cityops.errors import CityopsError
@@ -362,51 +360,20 @@ class RoutesConfig(BaseModel):
         return taken
 
 
-def _describe(err: pydantic.ValidationError, raw: Mapping[str, Any]) -> str:
-    problems = []
-    for e in err.errors():
-        loc = list(e["loc"])
-        where = ""
-        if len(loc) >= 2 and loc[0] in ("receivers", "routes") and isinstance(loc[1], int):
-            section, idx = str(loc[0]), loc[1]
-            items = raw.get(section)
-            name = None
-            if isinstance(items, list) and idx < len(items) and isinstance(items[idx], dict):
-                name = items[idx].get("name")
-            where = f"{section}[{idx}]" + (f" {name!r}" if name else "")
-            rest = loc[2:]
-            # Drop the discriminator tag pydantic inserts (e.g. 'webhook').
-            if section == "receivers" and rest and rest[0] in _RECEIVER_TYPES:
-                rest = rest[1:]
-            loc = rest
-        field = ".".join(str(p) for p in loc)
-        msg = e["msg"].removeprefix("Value error, ")
-        parts = [p for p in (where, field) if p]
-        problems.append(f"{': '.join(parts)}: {msg}" if parts else msg)
-    return "; ".join(problems)
-
-
 def parse_routes(text: str, source: str = "routes") -> RoutesConfig:
     """Validate the text of a routes file; raise RoutesError naming the item and field."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RoutesError(f"{source}: not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise RoutesError(f"{source}: expected a mapping with 'version', 'receivers' and 'routes'")
-    try:
-        return RoutesConfig.model_validate(raw)
-    except pydantic.ValidationError as err:
-        raise RoutesError(f"{source}: {_describe(err, raw)}") from err
+    return datafile.parse(
+        RoutesConfig,
+        text,
+        source,
+        error=RoutesError,
+        shape="'version', 'receivers' and 'routes'",
+        sections=("receivers", "routes"),
+        tags=_RECEIVER_TYPES,
+    )
 
 
 def load_routes(path: Path | None = None) -> RoutesConfig:
     """Load a routes file, or the shipped defaults when ``path`` is None."""
-    if path is None:
-        text = (resources.files("alerts") / "rules" / DEFAULT_ROUTES).read_text(encoding="utf-8")
-        return parse_routes(text, f"alerts/rules/{DEFAULT_ROUTES}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise RoutesError(f"cannot read routes file {path}: {err}") from err
-    return parse_routes(text, str(path))
+    text, source = datafile.read(path, DEFAULT_ROUTES, error=RoutesError, what="routes")
+    return parse_routes(text, source)

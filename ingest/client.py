@@ -10,9 +10,11 @@ which is the back-pressure: while the database is slow, the rest waits in the br
 
 from __future__ import annotations
 
+import contextlib
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -28,6 +30,8 @@ from ingest.batcher import Delivery
 log = structlog.get_logger(__name__)
 
 INGEST_FILTERS = ("+/+/telemetry", "+/+/status", "hotline/+/complaints")
+_PUBACK = 0x40  # MQTT control packet type PUBACK, flags 0
+_PUBACK_PACKET = struct.Struct("!BBH")  # type, remaining length 2, packet id
 
 
 def subscription_filters(root: str, group: str | None) -> list[str]:
@@ -36,6 +40,42 @@ def subscription_filters(root: str, group: str | None) -> list[str]:
     if group:
         return [f"$share/{group}/{f}" for f in filters]
     return filters
+
+
+def queue_pubacks(client: mqtt.Client, mids: Sequence[int]) -> bool:
+    """Queue PUBACKs for ``mids`` (in order) and wake paho's network thread once.
+
+    paho's ``ack`` queues one PUBACK on the client's outgoing packet queue and writes a byte to
+    the socket pair that wakes the network thread -- per message: a system call and a GIL
+    hand-over to the network thread each time, which then sends one PUBACK per wake-up. This
+    queues the same packets (checked against ``ack`` by a unit test) and wakes the thread once.
+    For a client whose network thread runs (``loop_start``/``loop_forever``), as ingest's does.
+    Returns False, queuing nothing, if this paho version lacks the internals relied on; the
+    caller then acknowledges through ``ack``.
+    """
+    out = getattr(client, "_out_packet", None)
+    register_write = getattr(client, "_call_socket_register_write", None)
+    if out is None or register_write is None:
+        return False
+    pack = _PUBACK_PACKET.pack
+    out.extend(
+        {
+            "command": _PUBACK,
+            "mid": mid,
+            "qos": 1,
+            "pos": 0,
+            "to_process": 4,
+            "packet": pack(_PUBACK, 2, mid),
+            "info": None,
+        }
+        for mid in mids
+    )
+    wake = getattr(client, "_sockpairW", None)
+    if wake is not None:
+        with contextlib.suppress(BlockingIOError):
+            wake.send(b"0")
+    register_write()
+    return True
 
 
 class MqttSource:
@@ -110,6 +150,30 @@ class MqttSource:
             return False
         self._client.ack(delivery.mid, delivery.qos)
         return True
+
+    def ack_all(self, deliveries: Sequence[Delivery]) -> int:
+        """Acknowledge messages in the given order; return how many were stale (not sent).
+
+        Same checks and order as :meth:`ack`, message by message, but the PUBACKs of the whole
+        batch are queued at once and paho's network thread is woken once
+        (:func:`queue_pubacks`) instead of once per message.
+        """
+        mids: list[int] = []
+        stale = 0
+        connected = self._connected
+        for d in deliveries:
+            if d.qos == 0:
+                continue
+            if d.qos != 1:  # QoS 2 is never subscribed to; if it ever comes, paho's own path
+                return sum(0 if self.ack(d) else 1 for d in deliveries)
+            if d.generation != self._generation or not connected.is_set():
+                stale += 1
+                continue
+            mids.append(d.mid)
+        if mids and not queue_pubacks(self._client, mids):
+            for mid in mids:
+                self._client.ack(mid, 1)
+        return stale
 
     def stop(self, drain_s: float = 2.0) -> None:
         """Let queued acks go out, then disconnect (the session stays on the broker)."""

@@ -162,3 +162,81 @@ def test_status_and_complaints() -> None:
     assert b.complaints[0]["status"] == "received"
     assert b.complaints[0]["source"] == "h"
     assert len(b.dead_letters) == 2
+
+
+_ODD_VALUES: tuple[object, ...] = (
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    0.5,
+    -0.0,
+    1e300,
+    -1e300,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    -41,
+    61,
+    100,
+    100.0001,
+    5000,
+    2000.5,
+    "1",
+    "",
+    "on",
+    "off",
+    "charging",
+    "available",
+    "lamp_failure",
+    "2025-01-01",
+    [],
+    {},
+)
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_compiled_values_check_matches_the_catalog(kind: Kind) -> None:
+    """The inline check accepts, coerces and rejects exactly like validate_values."""
+    from cityops import catalog
+    from ingest.decode import compile_values_check
+
+    spec = catalog.KINDS[kind]
+    check = compile_values_check(kind)
+    names = [f.name for f in spec.readings]
+    base = {f.name: _valid_value(f) for f in spec.readings}
+    cases: list[dict[str, object]] = [dict(base), {}, {"unknown": 1}, {**base, "unknown": 1}]
+    for name in names:
+        for value in _ODD_VALUES:
+            cases.append({**base, name: value})
+            cases.append({name: value})
+        cases.append({k: v for k, v in base.items() if k != name})
+    for values in cases:
+        try:
+            expected: object = [spec.validate_values(values)[n] for n in names]
+        except ValidationError as err:
+            expected = ("error", str(err))
+        try:
+            got: object = check(values)
+        except ValidationError as err:
+            got = ("error", str(err))
+        assert repr(got) == repr(expected), values
+        if isinstance(got, list) and isinstance(expected, list):
+            assert [type(v) for v in got] == [type(v) for v in expected], values
+
+
+def _valid_value(f: object) -> object:
+    from cityops.catalog import FieldSpec, FieldType
+
+    assert isinstance(f, FieldSpec)
+    if f.type is FieldType.FLOAT:
+        return 1 if f.minimum is None or f.minimum <= 1 <= (f.maximum or 2) else f.minimum
+    if f.type is FieldType.INT:
+        return 1
+    if f.type is FieldType.BOOL:
+        return True
+    if f.type is FieldType.ENUM:
+        return (f.allowed or ("x",))[0]
+    return "text"

@@ -84,6 +84,21 @@ class _WindowCache:
     schedule: LightingSchedule
     arrays: dict[ScheduleClass, tuple[int, int, np.ndarray]] = field(default_factory=dict)
 
+    def due_many(self, ts_ms: np.ndarray, cls: ScheduleClass) -> np.ndarray:
+        """``due`` for an array of times at once (one searchsorted per batch, not per row)."""
+        if ts_ms.size == 0:
+            return np.zeros(0, dtype=bool)
+        lo, hi = int(ts_ms.min()), int(ts_ms.max())
+        self.due(lo, cls)  # makes sure the cached window covers the batch's first time
+        start, end, arr = self.arrays[cls]
+        if not start <= hi < end:
+            return np.array([self.due(int(t), cls) for t in ts_ms], dtype=bool)
+        if arr.shape[0] == 0:
+            return np.zeros(ts_ms.shape[0], dtype=bool)
+        i = np.searchsorted(arr[:, 0], ts_ms, side="right") - 1
+        due: np.ndarray = (i >= 0) & (ts_ms < arr[np.clip(i, 0, None), 1])
+        return due
+
     def due(self, ts_ms: int, cls: ScheduleClass) -> bool:
         """Whether a lamp of ``cls`` is due on at ``ts_ms``."""
         cached = self.arrays.get(cls)
@@ -132,6 +147,11 @@ class AlertEngine:
         self.windows = _WindowCache(schedule=schedule)
         self.started_at = clock()
         self.last_heard: dict[str, datetime] = {}
+        # Hot-path caches per device (dropped with the directory on reload_registry): the labels
+        # and, per rule, the alert fingerprint — sorting and hashing labels for every rule of
+        # every reading was a third of the evaluation cost.
+        self._labels: dict[str, dict[str, str]] = {}
+        self._fingerprints: dict[tuple[str, str], str] = {}
         self._anomaly: dict[tuple[str, str], _Anomaly] = {}
         self._lock = threading.Lock()
         self.errors = 0
@@ -179,6 +199,8 @@ class AlertEngine:
             directory = DeviceDirectory.load(conn)
         with self._lock:
             self.directory = directory
+            self._labels.clear()
+            self._fingerprints.clear()
 
     # --- readings ------------------------------------------------------------------------
 
@@ -198,28 +220,59 @@ class AlertEngine:
             if isinstance(r, NoDataRule) and r.kind in (None, kind)
         ]
         out: list[Transition] = []
-        order = np.argsort(kb.ts_ms, kind="stable")
+        order = np.argsort(kb.ts_ms, kind="stable").tolist()
+        ts_ms = kb.ts_ms.tolist()
+        received_ms = kb.received_ms.tolist()
+        due: dict[ScheduleClass, np.ndarray] = {}
+        if any(isinstance(r, ScheduleRule) for r in rules):
+            due = {cls: self.windows.due_many(kb.ts_ms, cls) for cls in ScheduleClass}
         for i in order:
             device_id = str(kb.device_ids[i])
             info = self.directory.get(device_id)
             if info is None or not info.in_service:
                 continue
-            at = _ms_to_dt(int(kb.ts_ms[i]))
-            heard = _ms_to_dt(int(kb.received_ms[i]))
-            if heard > self.last_heard.get(device_id, heard - timedelta(seconds=1)):
+            at = _ms_to_dt(ts_ms[i])
+            heard = _ms_to_dt(received_ms[i])
+            last = self.last_heard.get(device_id)
+            if last is None or heard > last:
                 self.last_heard[device_id] = heard
-            labels = device_labels(info)
+            labels = self._labels.get(device_id)
+            if labels is None:
+                labels = self._labels[device_id] = device_labels(info)
             for nd in nodata:
-                out += self.lifecycle.observe(nd.name, labels, Observation.CLEAR, at, nd.for_)
+                out += self.lifecycle.observe(
+                    nd.name,
+                    labels,
+                    Observation.CLEAR,
+                    at,
+                    nd.for_,
+                    fingerprint=self._fingerprint(nd.name, device_id, labels),
+                )
             for rule in rules:
                 if rule.active == "heating_season" and not self.calendar.in_season(at):
                     obs: Observation | None = Observation.CLEAR
                     value: Any = None
+                elif isinstance(rule, ScheduleRule):
+                    obs, value = self._observe_schedule(rule, kb, i, info, due)
                 else:
-                    obs, value = self._observe(rule, kb, int(i), info)
+                    obs, value = self._observe(rule, kb, i, info)
                 if obs is not None:
-                    out += self.lifecycle.observe(rule.name, labels, obs, at, rule.for_, value)
+                    out += self.lifecycle.observe(
+                        rule.name,
+                        labels,
+                        obs,
+                        at,
+                        rule.for_,
+                        value,
+                        fingerprint=self._fingerprint(rule.name, device_id, labels),
+                    )
         return out
+
+    def _fingerprint(self, rule: str, device_id: str, labels: Mapping[str, str]) -> str:
+        fp = self._fingerprints.get((rule, device_id))
+        if fp is None:
+            fp = self._fingerprints[(rule, device_id)] = self.lifecycle.fingerprint_of(rule, labels)
+        return fp
 
     def _observe(
         self, rule: Rule, kb: KindBatch, i: int, info: DeviceInfo
@@ -231,20 +284,23 @@ class AlertEngine:
             if v is None:
                 return None, None
             return (Observation.BREACH if v in rule.values else Observation.CLEAR), v
-        if isinstance(rule, ScheduleRule):
-            return self._observe_schedule(rule, kb, i, info)
         if isinstance(rule, AnomalyRule):
             return self._anomaly_observe(rule, info.device_id, float(kb.columns[rule.field][i]))
         return None, None
 
     def _observe_schedule(
-        self, rule: ScheduleRule, kb: KindBatch, i: int, info: DeviceInfo
+        self,
+        rule: ScheduleRule,
+        kb: KindBatch,
+        i: int,
+        info: DeviceInfo,
+        due_by_class: Mapping[ScheduleClass, np.ndarray],
     ) -> tuple[Observation | None, Any]:
         code = int(kb.columns["power_state"][i])
         if code < 0:
             return None, None
         cls = ScheduleClass(info.attributes.get("schedule_class", ScheduleClass.MAINS.value))
-        due = self.windows.due(int(kb.ts_ms[i]), cls)
+        due = bool(due_by_class[cls][i])
         lit = code != _OFF_CODE
         state = kb.decode("power_state", i)
         if rule.condition == "off_while_due":

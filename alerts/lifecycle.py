@@ -115,9 +115,14 @@ class Lifecycle:
         at: datetime,
         for_: timedelta,
         value: float | str | None = None,
+        *,
+        fingerprint: str | None = None,
     ) -> list[Transition]:
-        """Apply one observation; return the transitions it causes."""
-        fp = self.fingerprint_of(rule, labels)
+        """Apply one observation; return the transitions it causes.
+
+        ``fingerprint``, when the caller has it cached, must be ``fingerprint(rule, labels)``.
+        """
+        fp = fingerprint or self.fingerprint_of(rule, labels)
         alert = self.open.get(fp)
         if observation is Observation.BAND:
             if alert is not None:

@@ -65,3 +65,46 @@ def test_precision_recall_and_delay() -> None:
     assert s["faulted"].faults == 0
     assert s["faulted"].recall is None
     assert s["faulted"].precision == 0.0
+
+
+def _fault(fault_id: str, fault_type: str, device: str, *, detectable: bool = True) -> TruthFault:
+    return TruthFault(
+        fault_id=fault_id,
+        fault_type=fault_type,
+        device_ids=frozenset({device}),
+        group_id=None,
+        start=T0,
+        end=T0 + H,
+        detectable=detectable,
+    )
+
+
+def test_alert_on_a_device_with_another_fault_is_explained_not_false() -> None:
+    faults = [_fault("f1", "cover_open", "MH-1"), _fault("f2", "displaced", "MH-2")]
+    alerts = [
+        FiredAlert(rule="cover_displaced", device_id="MH-1", group=None, fired_at=T0),  # explained
+        FiredAlert(rule="cover_displaced", device_id="MH-2", group=None, fired_at=T0),  # true
+        FiredAlert(rule="cover_displaced", device_id="MH-3", group=None, fired_at=T0),  # false
+        FiredAlert(
+            rule="cover_displaced", device_id="MH-1", group=None, fired_at=T0 + 2 * H
+        ),  # after the other fault ended: false
+    ]
+    s = score(faults, alerts)["displaced"]
+    assert (s.alerts, s.true_alerts, s.explained) == (4, 1, 1)
+    assert s.precision == 1 / 3
+
+
+def test_undetectable_faults_are_left_out_of_recall_only() -> None:
+    faults = [
+        _fault("f1", "cold_room", "HT-1"),
+        _fault("f2", "cold_room", "HT-2", detectable=False),
+        _fault("f3", "cold_room", "HT-3"),
+    ]
+    alerts = [
+        FiredAlert(rule="room_below_standard", device_id="HT-1", group=None, fired_at=T0),
+        FiredAlert(rule="room_below_standard", device_id="HT-2", group=None, fired_at=T0),
+    ]
+    s = score(faults, alerts)["cold_room"]
+    assert (s.faults, s.undetectable, s.detected) == (3, 1, 1)
+    assert s.recall == 0.5
+    assert s.precision == 1.0  # the alert on the undetectable fault's room is still true

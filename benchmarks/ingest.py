@@ -393,6 +393,11 @@ def measure_latency(
 
 def main() -> None:  # noqa: PLR0915 - one linear script
     """Run every phase and print the JSON result."""
+    from cityops import logging as cityops_logging
+    from cityops.settings import LogSettings
+
+    # Logs go to stderr: stdout carries only the one JSON object.
+    cityops_logging.configure(LogSettings(level="warning"))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller run, under two minutes")
     parser.add_argument("--publish-paced", nargs=3, metavar=("PORT", "RATE", "SECONDS"))

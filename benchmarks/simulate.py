@@ -155,6 +155,11 @@ def bench_generate_only(scn: scenario.Scenario, minutes: int) -> dict[str, float
 
 def main() -> None:
     """Run the benchmark and print one JSON object."""
+    from cityops import logging as cityops_logging
+    from cityops.settings import LogSettings
+
+    # Logs go to stderr: stdout carries only the one JSON object.
+    cityops_logging.configure(LogSettings(level="warning"))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller publish run (< 2 min)")
     parser.add_argument("--registry-devices", type=int, default=1_000_000)

@@ -217,6 +217,11 @@ def live_update_ms(n_lamps: int = 100_000, batch: int = 10_000, n_batches: int =
 
 def main() -> None:
     """Run the benchmark and print one JSON object."""
+    from cityops import logging as cityops_logging
+    from cityops.settings import LogSettings
+
+    # Logs go to stderr: stdout carries only the one JSON object.
+    cityops_logging.configure(LogSettings(level="warning"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1M readings over 10k lamps")
     args = parser.parse_args()

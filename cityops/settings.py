@@ -165,7 +165,7 @@ class IngestSettings(_Group):
         default=5000, ge=1, le=1_000_000, description="A batch is written at this many rows."
     )
     batch_max_ms: int = Field(
-        default=100, ge=1, le=60_000, description="...or when its oldest message is this old."
+        default=50, ge=1, le=60_000, description="...or when its oldest message is this old."
     )
     max_payload_bytes: int = Field(
         default=262_144, ge=256, description="Larger payloads are dead-lettered unread."

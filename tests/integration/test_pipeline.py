@@ -15,7 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from alerts.quality import FiredAlert, TruthFault, score
+from alerts.quality import FiredAlert, score
+from benchmarks.alerts import truth_of
 from cityops import registry
 from cityops.cli.pipeline import build_pipeline
 from cityops.settings import DatabaseSettings, MqttSettings, Settings, StorageSettings
@@ -30,20 +31,6 @@ pytestmark = [pytest.mark.pg, pytest.mark.mqtt]
 IMMEDIATE = ("cover_open", "overflow", "faulted")
 
 
-def _truth(sim: Simulation) -> list[TruthFault]:
-    return [
-        TruthFault(
-            fault_id=f.fault_id,
-            fault_type=f.fault_type.value,
-            device_ids=frozenset(f.device_ids),
-            group_id=f.group_id,
-            start=datetime.fromtimestamp(f.start_ms / 1000, UTC),
-            end=datetime.fromtimestamp(f.end_ms / 1000, UTC),
-        )
-        for f in sim.faults
-    ]
-
-
 def test_simulated_faults_become_alerts_and_rates(migrated_db: str, tmp_path: Path) -> None:
     start = datetime(2025, 12, 10, 6, tzinfo=UTC)  # 14:00 in Beijing, into the night
     sim = Simulation(
@@ -52,7 +39,7 @@ def test_simulated_faults_become_alerts_and_rates(migrated_db: str, tmp_path: Pa
         duration=timedelta(hours=6),
         fault_rate=1.0,
     )
-    truth = _truth(sim)
+    truth = truth_of(sim)
     with psycopg.connect(migrated_db, options="-c TimeZone=UTC") as conn:
         report = registry.import_devices(conn, scenario.registry_records(sim.scenario), "e2e")
         assert report.errors == []

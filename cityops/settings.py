@@ -284,6 +284,25 @@ class NotifySettings(_Group):
     )
 
 
+class ApiSettings(_Group):
+    """The HTTP API process (`cityops api`): where it listens and how the live feed behaves."""
+
+    host: str = Field(default="127.0.0.1", min_length=1, description="Listen address.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Listen port.")
+    page_size_max: int = Field(
+        default=1000, ge=1, le=100_000, description="Largest page any list endpoint returns."
+    )
+    sse_heartbeat_s: float = Field(
+        default=15.0, gt=0, le=300, description="Comment line sent on idle live-feed streams."
+    )
+    sse_client_buffer: int = Field(
+        default=1000,
+        ge=10,
+        le=1_000_000,
+        description="Events queued per live-feed client before it is cut off as too slow.",
+    )
+
+
 class LogSettings(_Group):
     """Log output."""
 
@@ -312,6 +331,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     notify: NotifySettings = NotifySettings()
     alerts: AlertsSettings = AlertsSettings()
+    api: ApiSettings = ApiSettings()
     timezone: str = Field(
         default="Asia/Shanghai", description="Local time zone used only at the edges."
     )

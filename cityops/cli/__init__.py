@@ -13,11 +13,14 @@ import typer
 
 from cityops.cli import (
     alerts_cmd,
+    api_cmd,
     catalog_cmd,
     db_cmd,
+    demo_cmd,
     ingest_cmd,
     rates_cmd,
     registry_cmd,
+    report_cmd,
     simulate_cmd,
 )
 from cityops.cli.common import err_console
@@ -42,6 +45,11 @@ app.add_typer(alerts_cmd.alerts_app, name="alerts")
 app.add_typer(alerts_cmd.cases_app, name="cases")
 app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(rates_cmd.rates_app, name="rates")
+app.command("api")(api_cmd.api)
+app.add_typer(api_cmd.keys_app, name="keys")
+app.command("demo")(demo_cmd.demo)
+app.add_typer(report_cmd.report_app, name="report")
+app.add_typer(report_cmd.indicators_app, name="indicators")
 
 
 @app.callback()

@@ -1,0 +1,1 @@
+"""Plan indicators, their observations and evaluation, and the monthly operations reports."""

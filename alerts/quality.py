@@ -3,7 +3,9 @@
 Ground truth is the simulators' JSON Lines record of injected faults (docs/simulators.md): per
 fault its type, the device (or the group and its member devices) and [start, end). Each fault
 type maps to the rule that should catch it. A fault counts as detected when an alert of that rule
-fired on one of its devices (or on its group) between its start and its end plus a grace period;
+fired on one of its devices (or on its group) between its start and the end of its effect plus a
+grace period (the effect of a slow fault outlasts its repair: the simulators record when a
+repaired room is back to normal as ``effect_end``; without it the effect ends with the fault);
 an alert of a mapped rule that matches no fault of its type is a false positive, unless it
 matches a fault of another type on the same device (or group): then the device really was in
 trouble and the alert only names a neighbouring symptom (a lamp dark in a cabinet outage, an open
@@ -53,6 +55,13 @@ class TruthFault:
     start: datetime
     end: datetime
     detectable: bool = True  # False: the stream never showed the rule's condition long enough
+    # When the fault's effect ended, if after ``end`` (a repaired room is still cold for hours).
+    effect_end: datetime | None = None
+
+    @property
+    def span_end(self) -> datetime:
+        """The end of the fault's effect: ``effect_end`` when recorded, else ``end``."""
+        return self.end if self.effect_end is None else max(self.end, self.effect_end)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -113,7 +122,7 @@ class TypeScore:
 
 
 def _matches(alert: FiredAlert, fault: TruthFault, grace: timedelta) -> bool:
-    if not fault.start <= alert.fired_at <= fault.end + grace:
+    if not fault.start <= alert.fired_at <= fault.span_end + grace:
         return False
     if fault.group_id is not None and alert.group == fault.group_id:
         return True

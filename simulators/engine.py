@@ -237,17 +237,20 @@ class Simulation:
         next_fault = 0
         active: list[Fault] = []
         complaint_pos = 0
+        lingering: list[Fault] = []  # ended faults whose effect may still show
         for k in range(self.n_ticks):
             t = self.start_ms + k * self.tick_ms
             while next_fault < len(pending) and pending[next_fault].start_ms <= t:
                 active.append(pending[next_fault])
                 next_fault += 1
+            lingering += [f for f in active if f.end_ms <= t]
             active = [f for f in active if f.end_ms > t]
             out = TickOutput(tick=k, t_ms=t)
             weather = (self.weather.outdoor_c(t), self.weather.rain_mm_h(t))
             for kind, state in self._kinds.items():
                 masks = _masks(active, kind, state.model.n)
                 self._step_kind(kind, state, k, t, weather, masks, out)
+            lingering = self._settle(lingering, t)
             tick_end = t + self.tick_ms
             while (
                 complaint_pos < len(self.complaints)
@@ -256,6 +259,33 @@ class Simulation:
                 out.complaints.append(self.complaints[complaint_pos].record)
                 complaint_pos += 1
             yield out
+        for f in lingering:  # still affected when the run ended
+            f.params["effect_end_ms"] = None
+            f.params["effect_end"] = None
+
+    def _settle(self, lingering: list[Fault], t: int) -> list[Fault]:
+        """Record the effect end of ended faults whose devices are back to normal at ``t``.
+
+        A fault's ``end`` is its repair; a slow fault's effect lasts longer (a repaired room
+        takes hours to warm up). When it does, the ground truth gets ``params.effect_end_ms``
+        (and ``effect_end``): the first tick at which no member still shows the effect, or None
+        when they still did at the end of the run. Faults without a lasting effect get neither.
+        """
+        if not lingering:
+            return lingering
+        affected: dict[Kind, npt.NDArray[np.bool_] | None] = {}
+        still: list[Fault] = []
+        for f in lingering:
+            if f.kind not in affected:
+                state = self._kinds.get(f.kind)
+                affected[f.kind] = state.model.affected() if state is not None else None
+            mask = affected[f.kind]
+            if mask is not None and bool(mask[list(f.indices)].any()):
+                still.append(f)
+            elif t > f.end_ms:
+                f.params["effect_end_ms"] = t
+                f.params["effect_end"] = rfc3339(t)
+        return still
 
     def _step_kind(
         self,

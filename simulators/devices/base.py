@@ -63,6 +63,14 @@ class DeviceModel(ABC):
     def step(self, info: TickInfo) -> StepResult:
         """Advance every device by one tick and return their readings."""
 
+    def affected(self) -> BoolArray | None:
+        """Devices whose state still shows a fault's effect, or None if faults leave none.
+
+        A model whose faults change slow physical state (a room that cooled) overrides this, so
+        the simulation can record when a fault's effect ends, which may be after the fault does.
+        """
+        return None
+
 
 def init_rng(seed: int, kind: Kind) -> np.random.Generator:
     """The generator for a model's initial state (independent of the registry's)."""

@@ -51,16 +51,19 @@ def test_simulated_day_scores_against_ground_truth(migrated_db: str) -> None:
     assert scores["cover_open"].delay_p50_s is not None
     assert scores["cover_open"].delay_p50_s < 120
     # A cold room cools over 15-30 h: many of a day's cold-room faults never get below the
-    # standard for the rule's 2 h before the run ends. Those that do must all be caught; one
-    # room of the run is naturally below the standard (a false alarm against the truth).
+    # standard for the rule's 2 h before the run ends. Those that do must all be caught, and no
+    # healthy room falls below the standard; a repaired room that is still cold (its recorded
+    # effect end) is the fault's, not a false alarm.
     cold = scores["cold_room"]
     assert cold.faults - cold.undetectable >= 3, cold.as_json()
     assert cold.recall == 1.0, cold.as_json()
-    assert cold.precision is not None
-    assert cold.precision >= 0.75, cold.as_json()
+    assert cold.precision == 1.0, cold.as_json()
+    assert any(f.effect_end is not None for f in run.faults if f.fault_type == "cold_room")
     # A displaced cover rocks around the tilt threshold; it is still one alert per displacement.
     assert scores["displaced"].true_alerts == scores["displaced"].faults
-    # Lamps dark in a cabinet outage and tilted open covers are explained, not false alarms,
-    # and the cabinet alert does catch the outage.
-    assert scores["lamp_out"].explained > 0
+    # Lamps dark in a cabinet outage are held until the cabinet alert forms and then inhibited:
+    # none reaches the duty staff on its own (before the hold, several per outage did). Tilted
+    # open covers are explained, not false alarms, and the cabinet alert catches the outage.
+    assert scores["lamp_out"].explained == 0
+    assert scores["displaced"].explained > 0
     assert scores["cabinet_outage"].detected == scores["cabinet_outage"].faults

@@ -108,3 +108,31 @@ def test_undetectable_faults_are_left_out_of_recall_only() -> None:
     assert (s.faults, s.undetectable, s.detected) == (3, 1, 1)
     assert s.recall == 0.5
     assert s.precision == 1.0  # the alert on the undetectable fault's room is still true
+
+
+def test_an_alert_while_the_effect_lasts_matches_the_fault() -> None:
+    # A room repaired at T0 + 10 h is still cold until T0 + 20 h (its recorded effect end): an
+    # alert at T0 + 15 h is the fault's, not a false alarm; without the record it would be. One
+    # at T0 + 21 h is past the effect end and the 30 min grace: false either way.
+    def room(effect_end: datetime | None) -> TruthFault:
+        return TruthFault(
+            fault_id="f1",
+            fault_type="cold_room",
+            device_ids=frozenset({"HT-1"}),
+            group_id=None,
+            start=T0,
+            end=T0 + 10 * H,
+            effect_end=effect_end,
+        )
+
+    alerts = [
+        FiredAlert(rule="room_below_standard", device_id="HT-1", group=None, fired_at=T0 + 15 * H),
+        FiredAlert(rule="room_below_standard", device_id="HT-1", group=None, fired_at=T0 + 21 * H),
+    ]
+    recorded = score([room(T0 + 20 * H)], alerts)["cold_room"]
+    assert (recorded.detected, recorded.true_alerts, recorded.precision) == (1, 1, 0.5)
+    assert recorded.delay_p50_s == 15 * 3600
+    plain = score([room(None)], alerts)["cold_room"]
+    assert (plain.detected, plain.true_alerts, plain.precision) == (0, 0, 0.0)
+    # An effect end before the end (not recorded by the simulators) never shortens the span.
+    assert room(T0).span_end == T0 + 10 * H

@@ -169,7 +169,19 @@ def test_plan_is_deterministic_and_rate_scaled(faulty_run: tuple[Simulation, Str
     again = Simulation(
         sim.scenario, start=from_ms(sim.start_ms), duration=timedelta(days=2), fault_rate=0.3
     )
+    # The plan, and after the run the effect ends it records, are the same for the same seed.
+    planned = {f.fault_id: f.to_json() for f in again.faults}
+    for record in planned.values():
+        record["params"] = {k: v for k, v in record["params"].items() if "effect_end" not in k}
+    ran = {f.fault_id: f.to_json() for f in sim.faults}
+    for fault_id, record in ran.items():
+        params = {k: v for k, v in record["params"].items() if "effect_end" not in k}
+        assert {**record, "params": params} == planned[fault_id]
+    assert len(planned) == len(ran)
+    for _ in again.ticks():
+        pass
     assert [f.to_json() for f in again.faults] == [f.to_json() for f in sim.faults]
+    assert any("effect_end_ms" in f.params for f in sim.faults)
     none = Simulation(
         sim.scenario, start=from_ms(sim.start_ms), duration=timedelta(days=2), fault_rate=0.0
     )

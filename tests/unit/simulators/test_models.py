@@ -12,7 +12,7 @@ from simulators import scenario
 from simulators.clock import from_ms
 from simulators.devices.charger import TRANSITIONS
 from simulators.engine import Simulation
-from simulators.faults import FaultType
+from simulators.faults import Fault, FaultType
 from simulators.messages import encode
 from tests.unit.simulators.stream import Stream
 
@@ -104,12 +104,14 @@ def test_energy_meters_never_decrease(faulty_run: tuple[Simulation, Stream]) -> 
 
 def test_room_temperatures_are_plausible(faulty_run: tuple[Simulation, Stream]) -> None:
     sim, stream = faulty_run
-    # A room is affected from its fault's start until a day and a half after the repair.
+    # A room is affected from its fault's start until its recorded effect end (the run's end
+    # when it was still cold then): a repaired room takes hours to warm up.
     affected = defaultdict(list)
     for f in sim.faults:
         if f.fault_type in (FaultType.SUPPLY_FAILURE, FaultType.COLD_ROOM):
+            effect_end = f.params.get("effect_end_ms", f.end_ms)
             for d in f.device_ids:
-                affected[d].append((f.start_ms, f.end_ms + 36 * 3_600_000))
+                affected[d].append((f.start_ms, sim.end_ms if effect_end is None else effect_end))
     healthy, cold = [], []
     for r in stream.readings:
         if r.kind != "heating":
@@ -117,8 +119,9 @@ def test_room_temperatures_are_plausible(faulty_run: tuple[Simulation, Stream]) 
         hit = any(s <= r.ts_ms < e for s, e in affected.get(r.device_id, ()))
         (cold if hit else healthy).append(r.values["temperature_c"])
     assert len(healthy) > 500
-    assert all(15 <= t <= 28 for t in healthy)
-    assert 19 <= sum(healthy) / len(healthy) <= 24
+    # Healthy homes are heated to about 20-24 °C; none falls below the 18 °C standard.
+    assert all(18.5 <= t <= 26 for t in healthy), (min(healthy), max(healthy))
+    assert 20 <= sum(healthy) / len(healthy) <= 24
     assert cold
     assert min(cold) > -5
     assert max(cold) < 28
@@ -215,3 +218,80 @@ def test_same_seed_same_stream_different_seed_different() -> None:
     a, b, c = stream(5), stream(5), stream(6)
     assert a == b
     assert a != c
+
+
+ROOMS = scenario.ScenarioSpec(
+    name="rooms", mains_lamps=0, solar_lamps=0, manholes=0, heating=400, chargers=0
+)
+
+
+def test_healthy_rooms_stay_above_the_standard_in_a_deep_cold_snap() -> None:
+    # Seed 7's January has overlapping cold snaps down to about -24 °C: a healthy room still
+    # holds the 18 °C standard with a margin (the room_below_standard alert clears at 18.5).
+    sim = Simulation(
+        scenario.generate(ROOMS, seed=7),
+        start=datetime(2026, 1, 3, tzinfo=UTC),
+        duration=timedelta(days=6),
+        tick_s=600,
+        births=False,
+    )
+    outdoor = min(sim.weather.outdoor_c(out.t_ms) for out in sim.ticks())
+    assert outdoor < -18
+    again = Simulation(
+        scenario.generate(ROOMS, seed=7),
+        start=datetime(2026, 1, 3, tzinfo=UTC),
+        duration=timedelta(days=6),
+        tick_s=600,
+        births=False,
+    )
+    temps = [r.values["temperature_c"] for out in again.ticks() for r in out.readings]
+    assert len(temps) > 10_000
+    assert min(temps) >= 18.5
+    assert 20 <= sum(temps) / len(temps) <= 24
+
+
+def test_a_repaired_room_records_when_it_is_warm_again() -> None:
+    scn = scenario.generate(ROOMS, seed=3)
+    table = scn.tables[Kind.HEATING]
+    start = datetime(2025, 12, 10, tzinfo=UTC)
+    t0 = int(start.timestamp() * 1000)
+    hour = 3_600_000
+
+    def fault(i: int, ftype: FaultType, begin_h: int, end_h: int) -> Fault:
+        return Fault(
+            fault_id=f"t-{i}",
+            kind=Kind.HEATING,
+            fault_type=ftype,
+            device_ids=(str(table.device_id[i]),),
+            indices=(i,),
+            start_ms=t0 + begin_h * hour,
+            end_ms=t0 + end_h * hour,
+        )
+
+    repaired = fault(0, FaultType.COLD_ROOM, 2, 20)  # repaired three days before the run ends
+    late = fault(1, FaultType.COLD_ROOM, 40, 90)  # repaired 6 h before the run ends
+    frozen = fault(2, FaultType.FLATLINE, 2, 10)  # no lasting effect on the room
+    sim = Simulation(
+        scn,
+        start=start,
+        duration=timedelta(hours=96),
+        tick_s=600,
+        faults=[repaired, late, frozen],
+        births=False,
+    )
+    temps: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for out in sim.ticks():
+        for r in out.readings:
+            temps[r.device_id].append((out.t_ms, r.values["temperature_c"]))
+    effect_end = repaired.params["effect_end_ms"]
+    assert effect_end > repaired.end_ms + 2 * hour  # the room takes hours to warm up
+    assert repaired.params["effect_end"] is not None
+    series = temps[repaired.device_ids[0]]
+    before = [x for t, x in series if t < repaired.start_ms]
+    cold_after_repair = [x for t, x in series if repaired.end_ms <= t < repaired.end_ms + hour]
+    warm_again = [x for t, x in series if t >= effect_end]
+    assert max(cold_after_repair) < min(before) - 2
+    assert warm_again
+    assert min(warm_again) > max(cold_after_repair) + 1
+    assert late.params["effect_end_ms"] is None  # still cold when the run ended
+    assert "effect_end_ms" not in frozen.params

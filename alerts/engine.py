@@ -4,7 +4,10 @@ It is a ``BatchConsumer``: ingest calls ``on_batch`` after every commit, in proc
 evaluated in event time (their ``ts``); silence (no data) is judged in receive time on ``tick``.
 Transitions go to the database in one transaction per batch or tick; the resulting notices are
 filtered by silences and inhibition and handed to the notifier; firing alerts of the configured
-severities open cases, and complaints in the batch are linked to cases.
+severities open cases, and complaints in the batch are linked to cases. Member alerts of a group
+that may be forming (a cabinet whose lamps go dark one by one) are held for the group rule's
+``hold_members`` first, so the group alert inhibits them instead of them being notified before it
+(docs/alerts.md, "Silences, maintenance windows and inhibition").
 """
 
 from __future__ import annotations
@@ -69,6 +72,14 @@ def _observe_threshold(rule: ThresholdRule, x: float) -> tuple[Observation | Non
 def device_labels(info: DeviceInfo) -> dict[str, str]:
     """The labels every device alert carries."""
     return {"kind": info.kind.value, "area_code": info.area_code, "device_id": info.device_id}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Held:
+    """A member alert held back while its group may be forming (``GroupRule.hold_members``)."""
+
+    notice: AlertNotice
+    until: datetime
 
 
 @dataclass
@@ -153,6 +164,16 @@ class AlertEngine:
         self._labels: dict[str, dict[str, str]] = {}
         self._fingerprints: dict[tuple[str, str], str] = {}
         self._anomaly: dict[tuple[str, str], _Anomaly] = {}
+        # Firing member alerts not yet notified, by fingerprint (see _hold_of). In memory only:
+        # an alert held when the process stops is not notified by the next one.
+        self._held: dict[str, _Held] = {}
+        # What became of held alerts (for benchmarks and logs): held, then inhibited by their
+        # group, released (notified late) or dropped (resolved while held).
+        self.hold_counts = {"held": 0, "inhibited": 0, "released": 0, "dropped": 0}
+        # Firing member alerts (of inhibiting group rules) that were notified, by fingerprint:
+        # when their group alert fires later, the notifier is told they are now inhibited, so
+        # it stops reminding and escalating them while the group alert covers them.
+        self._told: dict[str, AlertNotice] = {}
         self._lock = threading.Lock()
         self.errors = 0
         with pool.connection() as conn:
@@ -485,6 +506,44 @@ class AlertEngine:
                 )
         return out
 
+    def _hold_of(self, notice: AlertNotice) -> timedelta | None:
+        """How long to hold this firing member alert, or None to notify it now.
+
+        A group rule with ``hold_members`` holds its member alerts while another member of the
+        same group is also in the member rule (pending or firing) since a moment at most
+        ``hold_members`` apart: the members of a cabinet that lost power fire one by one over
+        a few minutes, and the group alert forms only once enough of them fire. Held, they are
+        inhibited by it instead of notified first. A lone member, or one whose neighbour has
+        been dark for hours (an unrelated fault), is notified at once.
+        """
+        device_id = notice.labels.get("device_id")
+        info = self.directory.get(device_id) if device_id else None
+        if info is None:
+            return None
+        hold: timedelta | None = None
+        for g in self._group_rules():
+            if (
+                g.hold_members <= timedelta(0)
+                or not g.inhibits_members
+                or g.member_rule != notice.rule
+                or g.kind is not info.kind
+            ):
+                continue
+            value = info.attributes.get(g.group_attribute)
+            if not isinstance(value, str):
+                continue
+            for m in self.directory.members(g.kind, g.group_attribute, value):
+                if m == device_id:
+                    continue
+                labels = device_labels(self.directory.devices[m])
+                other = self.lifecycle.open.get(
+                    self.lifecycle.fingerprint_of(g.member_rule, labels)
+                )
+                if other is not None and abs(other.since - notice.started_at) <= g.hold_members:
+                    hold = g.hold_members if hold is None else max(hold, g.hold_members)
+                    break
+        return hold
+
     def _inhibitor(self, notice: AlertNotice) -> str | None:
         """The firing group alert that covers this member alert, if any."""
         device_id = notice.labels.get("device_id")
@@ -515,59 +574,150 @@ class AlertEngine:
 
     # --- commit --------------------------------------------------------------------------
 
+    def _route(
+        self,
+        conn: psycopg.Connection[Any],
+        notice: AlertNotice,
+        was_inhibited: bool,
+        silences: Sequence[store.Silence],
+        now: datetime,
+        sent: list[AlertNotice],
+    ) -> None:
+        """Inhibit, hold, drop or release one notice of this commit."""
+        if notice.state is NoticeState.FIRING:
+            inhibitor = self._inhibitor(notice)
+            if inhibitor is not None:
+                self._mark_inhibited(conn, notice, inhibitor, now)
+                return
+            hold = self._hold_of(notice)
+            if hold is not None:
+                self._held[notice.fingerprint] = _Held(notice=notice, until=now + hold)
+                self.hold_counts["held"] += 1
+                return
+        elif self._held.pop(notice.fingerprint, None) is not None:
+            self.hold_counts["dropped"] += 1
+            return  # fired and resolved while held: nobody was told it fired
+        elif was_inhibited:
+            # Its firing was never notified: the notifier drops this resolution.
+            notice = replace(notice, inhibited=True)
+        if notice.state is NoticeState.RESOLVED:
+            self._told.pop(notice.fingerprint, None)
+        self._release(conn, notice, silences, now, sent)
+
+    def _settle_held(
+        self,
+        conn: psycopg.Connection[Any],
+        silences: Sequence[store.Silence],
+        now: datetime,
+        sent: list[AlertNotice],
+    ) -> None:
+        """Inhibit held alerts whose group alert now fires; release those held long enough."""
+        for fp, held in list(self._held.items()):
+            inhibitor = self._inhibitor(held.notice)
+            if inhibitor is not None:
+                del self._held[fp]
+                self.hold_counts["inhibited"] += 1
+                self._mark_inhibited(conn, held.notice, inhibitor, now)
+            elif now >= held.until:
+                del self._held[fp]
+                self.hold_counts["released"] += 1
+                self._release(conn, held.notice, silences, now, sent)
+
+    @staticmethod
+    def _inhibited_ids(conn: psycopg.Connection[Any], notices: Sequence[AlertNotice]) -> set[int]:
+        """The resolved notices' alerts that were inhibited when they fired."""
+        ids = [n.alert_id for n in notices if n.state is NoticeState.RESOLVED]
+        if not ids:
+            return set()
+        rows = conn.execute(
+            "SELECT id FROM alerts WHERE id = ANY(%s) AND inhibited_by IS NOT NULL", (ids,)
+        ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    @staticmethod
+    def _mark_inhibited(
+        conn: psycopg.Connection[Any], notice: AlertNotice, inhibitor: str, now: datetime
+    ) -> None:
+        conn.execute(
+            "UPDATE alerts SET inhibited_by = %s WHERE id = %s", (inhibitor, notice.alert_id)
+        )
+        conn.execute(
+            store.EVENT_SQL,
+            (
+                notice.alert_id,
+                now,
+                "inhibited",
+                "cityops",
+                psycopg.types.json.Jsonb({"by": inhibitor}),
+            ),
+        )
+
+    def _release(
+        self,
+        conn: psycopg.Connection[Any],
+        notice: AlertNotice,
+        silences: Sequence[store.Silence],
+        now: datetime,
+        sent: list[AlertNotice],
+    ) -> None:
+        """Silence it, or open its case and add it to the notices to send."""
+        labels = {**notice.labels, "severity": notice.severity.value}
+        silence = next((s for s in silences if s.matches(labels)), None)
+        if silence is not None:
+            conn.execute(
+                "UPDATE alerts SET silenced_by = %s WHERE id = %s", (silence.id, notice.alert_id)
+            )
+            conn.execute(
+                store.EVENT_SQL,
+                (
+                    notice.alert_id,
+                    now,
+                    "silenced",
+                    "cityops",
+                    psycopg.types.json.Jsonb({"silence": silence.id}),
+                ),
+            )
+            return
+        if notice.state is NoticeState.FIRING and notice.severity in self.case_severities:
+            case_id = cases.open_for_alert(conn, notice, self.directory, now)
+            notice = replace(notice, annotations={**notice.annotations, "case_id": str(case_id)})
+        if notice.state is NoticeState.FIRING and any(
+            g.inhibits_members and g.member_rule == notice.rule for g in self._group_rules()
+        ):
+            self._told[notice.fingerprint] = notice
+        sent.append(notice)
+
+    def _now_inhibited(self, notice: AlertNotice) -> list[AlertNotice]:
+        """For a group alert that fires: its members already notified, marked inhibited."""
+        if notice.state is not NoticeState.FIRING or not self._told:
+            return []
+        g = next((r for r in self._group_rules() if r.name == notice.rule), None)
+        value = notice.labels.get(g.group_attribute) if g is not None else None
+        if g is None or g.kind is None or not g.inhibits_members or value is None:
+            return []
+        out: list[AlertNotice] = []
+        for m in self.directory.members(g.kind, g.group_attribute, value):
+            labels = device_labels(self.directory.devices[m])
+            told = self._told.get(self.lifecycle.fingerprint_of(g.member_rule, labels))
+            if told is not None:
+                out.append(replace(told, inhibited=True))
+        return out
+
     def _commit(
         self, transitions: Sequence[Transition], complaints: Sequence[Mapping[str, Any]]
     ) -> list[AlertNotice]:
-        if not transitions and not complaints:
+        if not transitions and not complaints and not self._held:
             return []
         now = self.clock()
         sent: list[AlertNotice] = []
         with self.pool.connection() as conn, conn.transaction():
             notices = store.apply_transitions(conn, transitions, self.rules.rules)
-            silences = store.active_silences(conn, now) if notices else []
-            for raw in notices:
-                notice = raw
-                inhibitor = self._inhibitor(notice) if notice.state is NoticeState.FIRING else None
-                if inhibitor is not None:
-                    conn.execute(
-                        "UPDATE alerts SET inhibited_by = %s WHERE id = %s",
-                        (inhibitor, notice.alert_id),
-                    )
-                    conn.execute(
-                        store.EVENT_SQL,
-                        (
-                            notice.alert_id,
-                            now,
-                            "inhibited",
-                            "cityops",
-                            psycopg.types.json.Jsonb({"by": inhibitor}),
-                        ),
-                    )
-                    continue
-                labels = {**notice.labels, "severity": notice.severity.value}
-                silence = next((s for s in silences if s.matches(labels)), None)
-                if silence is not None:
-                    conn.execute(
-                        "UPDATE alerts SET silenced_by = %s WHERE id = %s",
-                        (silence.id, notice.alert_id),
-                    )
-                    conn.execute(
-                        store.EVENT_SQL,
-                        (
-                            notice.alert_id,
-                            now,
-                            "silenced",
-                            "cityops",
-                            psycopg.types.json.Jsonb({"silence": silence.id}),
-                        ),
-                    )
-                    continue
-                if notice.state is NoticeState.FIRING and notice.severity in self.case_severities:
-                    case_id = cases.open_for_alert(conn, notice, self.directory, now)
-                    notice = replace(
-                        notice, annotations={**notice.annotations, "case_id": str(case_id)}
-                    )
-                sent.append(notice)
+            silences = store.active_silences(conn, now) if notices or self._held else []
+            inhibited = self._inhibited_ids(conn, notices)
+            for notice in notices:
+                self._route(conn, notice, notice.alert_id in inhibited, silences, now, sent)
+            self._settle_held(conn, silences, now, sent)
+            sent += [m for n in sent for m in self._now_inhibited(n)]
             for complaint in complaints:
                 cases.link_complaint(
                     conn,

@@ -220,11 +220,17 @@ class GroupRule(_Rule):
     min_fraction: float = Field(default=0.8, gt=0, le=1)
     min_members: int = Field(default=3, ge=1)
     inhibits_members: bool = True
+    # Hold a member alert this long before notifying it while another member of its group is
+    # also in member_rule (pending or firing): if the group alert fires meanwhile, the member
+    # alert is inhibited instead of notified. 0s: never hold.
+    hold_members: Duration = timedelta(0)
 
     @model_validator(mode="after")
     def _check(self) -> GroupRule:
         if self.kind is None:
             raise ValueError("kind: group rules need a kind")
+        if self.hold_members > timedelta(0) and not self.inhibits_members:
+            raise ValueError("hold_members: only applies when inhibits_members is true")
         attrs = {a.name for a in catalog.KINDS[self.kind].attributes}
         if self.group_attribute not in attrs:
             raise ValueError(

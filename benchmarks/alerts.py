@@ -17,7 +17,8 @@ config). Prints one JSON object:
   in the ground-truth replay (one batch per simulated minute, with the alert transitions);
 - ``precision_min`` / ``recall_min`` / ``per_fault``: the ground-truth run (``replay``): a
   simulated pilot day with injected faults fed to an engine in simulated time, scored with
-  ``alerts.quality.score`` (see docs/alerts.md, "Alert quality").
+  ``alerts.quality.score`` (see docs/alerts.md, "Alert quality"); ``member_holds``: what became
+  of the member alerts the engine held while their group might form (``hold_members``).
 
     .venv/bin/python benchmarks/alerts.py [--quick] [--latency-only | --skip-latency]
 """
@@ -36,7 +37,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -186,10 +187,19 @@ class GroundTruthRun:
     readings: int
     eval_s: float = 0.0
     decode_s: float = 0.0
+    holds: dict[str, int] = field(default_factory=dict)  # AlertEngine.hold_counts
+
+
+def _effect_end(sim: Simulation, params: Mapping[str, Any]) -> datetime | None:
+    """A fault's recorded effect end (None: it ended with the fault); the run's end if unended."""
+    if "effect_end_ms" not in params:
+        return None
+    ms = params["effect_end_ms"]
+    return datetime.fromtimestamp((sim.end_ms if ms is None else int(ms)) / 1000, UTC)
 
 
 def truth_of(sim: Simulation) -> list[TruthFault]:
-    """The simulation's injected faults as ``alerts.quality`` ground truth."""
+    """The simulation's injected faults as ``alerts.quality`` ground truth (after the run)."""
     return [
         TruthFault(
             fault_id=f.fault_id,
@@ -198,13 +208,15 @@ def truth_of(sim: Simulation) -> list[TruthFault]:
             group_id=f.group_id,
             start=datetime.fromtimestamp(f.start_ms / 1000, UTC),
             end=datetime.fromtimestamp(f.end_ms / 1000, UTC),
+            effect_end=_effect_end(sim, f.params),
         )
         for f in sim.faults
     ]
 
 
 # Fault types whose signature builds up slowly (rooms cool over hours): such a fault is detectable
-# only if the stream shows its rule's condition for the rule's ``for`` while the fault lasts.
+# only if the stream shows its rule's condition for the rule's ``for`` while the fault or its
+# effect lasts (a repaired room stays cold for hours; the simulation records when it recovers).
 # Every other fault is detectable if it outlasts its rule's ``for`` by more than one tick.
 SLOW_FAULTS = ("cold_room", "supply_failure")
 TICK = timedelta(minutes=1)
@@ -217,7 +229,7 @@ def _detectable(
     if f.fault_type not in EXPECTED_RULE:
         return True
     rule = rules.by_name(EXPECTED_RULE[f.fault_type])
-    start, end = int(f.start.timestamp() * 1000), int(f.end.timestamp() * 1000)
+    start, end = int(f.start.timestamp() * 1000), int(f.span_end.timestamp() * 1000)
     if f.fault_type in SLOW_FAULTS and isinstance(rule, GroupRule):
         member = rules.by_name(rule.member_rule)
         if isinstance(member, ThresholdRule):
@@ -330,6 +342,7 @@ def replay(
             engine.tick(clock.now)
         with pool.connection() as conn:
             fired = fired_alerts(conn)
+        holds = dict(engine.hold_counts)
     finally:
         pool.close()
     faults = [replace(f, detectable=_detectable(f, rules.rules, series)) for f in truth_of(sim)]
@@ -340,6 +353,7 @@ def replay(
         readings=readings,
         eval_s=eval_s,
         decode_s=decode_s,
+        holds=holds,
     )
 
 
@@ -725,6 +739,7 @@ def main() -> None:
     result["precision_min"] = min(s.precision for s in scored.values() if s.precision is not None)
     result["recall_min"] = min(s.recall for s in scored.values() if s.recall is not None)
     result["per_fault"] = {t: s.as_json() for t, s in run.scores.items()}
+    result["member_holds"] = run.holds
     result["readings"] = run.readings
     print(json.dumps(result, indent=2, default=str))
 

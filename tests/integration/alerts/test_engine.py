@@ -170,6 +170,69 @@ def test_one_dark_lamp_is_not_a_group_outage(harness: Harness) -> None:
     assert _lamps(harness.tick(NIGHT + minutes(15))) == [("lamp_off_while_due", "firing")]
 
 
+def _dark_one_by_one(harness: Harness, lamps: dict[str, int], until: int) -> list[tuple[str, str]]:
+    """Lamps go dark at their minute and report off every minute; tick each minute.
+
+    Returns the lamp and cabinet notices sent (the silent test devices raise no-data alerts).
+    """
+    told: list[tuple[str, str]] = []
+    for m in range(until + 1):
+        at = NIGHT + minutes(m)
+        harness.clock.now = at
+        dark = [(d, at, {"power_state": "off"}) for d, since in lamps.items() if m >= since]
+        told += _lamps(harness.readings(Kind.STREETLIGHT, dark))
+        told += _lamps(harness.tick(at))
+    return [t for t in told if t[0] != "device_silent"]
+
+
+def test_lamps_going_dark_one_by_one_are_held_then_inhibited(harness: Harness) -> None:
+    # The cabinet loses power but its lamps report off over 8 minutes, so their alerts fire
+    # one by one from minute 15; the cabinet alert forms at minute 21, when 4 of 5 (80 %) fire.
+    # The first lamps are held meanwhile and then inhibited: one notification, not five.
+    lamps = {f"SL-{i}": 2 * (i - 1) for i in range(1, 6)}
+    told = _dark_one_by_one(harness, lamps, 35)
+    assert told == [("lamp_group_outage", "firing")]
+    assert harness.query(
+        "SELECT count(*), count(inhibited_by), min(fired_at), max(fired_at) FROM alerts "
+        "WHERE rule = 'lamp_off_while_due' AND state = 'firing'"
+    ) == [(5, 5, NIGHT + minutes(15), NIGHT + minutes(23))]
+    # Only the cabinet opened a case; the lamps' resolutions are marked inhibited, so the
+    # notifier (which never told anyone they fired) drops them.
+    assert harness.query(
+        "SELECT a.rule FROM cases c JOIN alerts a ON a.id = c.alert_id WHERE a.rule LIKE 'lamp%%'"
+    ) == [("lamp_group_outage",)]
+    back = [(f"SL-{i}", NIGHT + minutes(36), {"power_state": "on"}) for i in range(1, 6)]
+    sent = harness.readings(Kind.STREETLIGHT, back)
+    lamps_back = [n for n in sent if n.rule == "lamp_off_while_due"]
+    assert len(lamps_back) == 5
+    assert all(n.inhibited for n in lamps_back)
+    assert [n for n in sent if not n.inhibited and n.labels.get("kind") == "streetlight"] == [
+        n for n in sent if n.rule == "lamp_group_outage"
+    ]
+
+
+def test_held_lamps_are_notified_when_no_group_forms(harness: Harness) -> None:
+    # Three dark lamps of five (60 %) are no cabinet outage (it takes 80 %): held for 15
+    # minutes, then notified (with their cases) as lamps; one that comes back meanwhile is
+    # never notified at all.
+    told = _dark_one_by_one(harness, {"SL-1": 0, "SL-2": 1, "SL-3": 2}, 20)
+    assert told == []
+    harness.readings(Kind.STREETLIGHT, [("SL-3", NIGHT + minutes(21), {"power_state": "on"})])
+    assert _lamps(harness.tick(NIGHT + minutes(29))) == []
+    sent = [n for n in harness.tick(NIGHT + minutes(30)) if n.rule == "lamp_off_while_due"]
+    assert [n.labels["device_id"] for n in sent] == ["SL-1"]
+    sent = [n for n in harness.tick(NIGHT + minutes(31)) if n.rule == "lamp_off_while_due"]
+    assert [n.labels["device_id"] for n in sent] == ["SL-2"]
+    assert harness.query(
+        "SELECT c.device_id FROM cases c JOIN alerts a ON a.id = c.alert_id "
+        "WHERE a.rule = 'lamp_off_while_due' ORDER BY 1"
+    ) == [("SL-1",), ("SL-2",)]
+    assert harness.query(
+        "SELECT state, inhibited_by FROM alerts WHERE device_id = 'SL-3' "
+        "AND rule = 'lamp_off_while_due'"
+    ) == [("resolved", None)]
+
+
 def test_silence_suppresses_matching_alerts_only(harness: Harness) -> None:
     with psycopg.connect(harness.dsn) as conn:
         store.create_silence(
@@ -306,3 +369,39 @@ def test_complaint_spike_and_area_lighting_rate(harness: Harness) -> None:
     assert ("complaint_spike", "CY-HJL") in fired
     assert ("area_lighting_rate_low", "CY-JW") in fired
     assert ("area_lighting_rate_low", "CY-CW") not in fired
+
+
+def test_lamps_notified_before_their_cabinet_alert_are_then_marked_inhibited(
+    harness: Harness,
+) -> None:
+    # Three lamps go dark: no cabinet outage yet (60 %), so after the hold they are notified.
+    # Then two more go dark and the cabinet alert fires: the notifier is told the three are
+    # now inhibited (so it stops reminding and escalating them); the two new ones never fire
+    # on their own.
+    told = _dark_one_by_one(harness, {"SL-1": 0, "SL-2": 0, "SL-3": 0, "SL-4": 31, "SL-5": 31}, 45)
+    assert told == [("lamp_off_while_due", "firing")] * 3
+    sent = [n for n in harness.tick(NIGHT + minutes(46)) if n.labels.get("kind") == "streetlight"]
+    sent += [
+        n
+        for n in harness.readings(
+            Kind.STREETLIGHT,
+            [(f"SL-{i}", NIGHT + minutes(46), {"power_state": "off"}) for i in range(1, 6)],
+        )
+        if n.labels.get("kind") == "streetlight"
+    ]
+    group = [n for n in sent if n.rule == "lamp_group_outage"]
+    assert [(n.state.value, n.inhibited) for n in group] == [("firing", False)]
+    members = sorted(
+        (n.labels["device_id"], n.state.value, n.inhibited)
+        for n in sent
+        if n.rule == "lamp_off_while_due"
+    )
+    assert members == [
+        ("SL-1", "firing", True),
+        ("SL-2", "firing", True),
+        ("SL-3", "firing", True),
+    ]
+    assert harness.query(
+        "SELECT device_id FROM alerts WHERE rule = 'lamp_off_while_due' "
+        "AND inhibited_by IS NOT NULL ORDER BY 1"
+    ) == [("SL-4",), ("SL-5",)]

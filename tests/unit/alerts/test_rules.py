@@ -97,6 +97,17 @@ def test_defaults_cover_every_kind_and_rule_type() -> None:
             " - name: s\n   type: schedule\n   kind: heating\n   condition: off_while_due\n",
             "schedule rules apply to streetlight",
         ),
+        (
+            " - name: m\n   type: nodata\n - name: g\n   type: group\n   kind: charger\n"
+            "   group_attribute: site_id\n   member_rule: m\n   inhibits_members: false\n"
+            "   hold_members: 5m\n",
+            "rules[1] 'g': hold_members: only applies when inhibits_members is true",
+        ),
+        (
+            " - name: m\n   type: nodata\n - name: g\n   type: group\n   kind: charger\n"
+            "   group_attribute: site_id\n   member_rule: m\n   hold_members: -5m\n",
+            "rules[1] 'g': hold_members:",
+        ),
     ],
 )
 def test_bad_rules_name_rule_and_field(body: str, message: str) -> None:

@@ -290,12 +290,16 @@ INSERT_TRUTH_SQL = """
 INSERT INTO sim_ground_truth (run_id, fault_id, kind, fault_type, device_id, group_id,
                               device_ids, starts_at, ends_at, params)
 VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s / 1000.0), to_timestamp(%s / 1000.0), %s)
-ON CONFLICT (run_id, fault_id) DO NOTHING
+ON CONFLICT (run_id, fault_id) DO UPDATE SET params = EXCLUDED.params
 """
 
 
 def store_ground_truth(conn: Any, run_id: str, faults: Iterable[Fault]) -> int:
-    """Insert the faults into ``sim_ground_truth`` (migration 0004); return how many rows."""
+    """Insert the faults into ``sim_ground_truth`` (migration 0004); return how many rows.
+
+    Storing a run again updates its faults' ``params``: the run learns ``effect_end`` (when a
+    repaired room has warmed up) only while it simulates, so the CLI stores before and after.
+    """
     from psycopg.types.json import Jsonb
 
     rows = [

@@ -149,18 +149,26 @@ def simulate(  # noqa: PLR0915 -- the run command wires every option; split when
         timezone=settings.timezone,
     )
     truth_path = truth or Path(f"sim-truth-{scn.spec.name}-{seed}.jsonl")
-    with truth_path.open("w", encoding="utf-8") as f:
-        n_faults = faults_mod.write_ground_truth(sim.faults, f)
+    run_id = f"{scn.spec.name}-{seed}-{sim.start_ms}"
+
+    def record_truth() -> int:
+        # Written before the run (so a crash still leaves it) and again after it, when the
+        # faults know their effect_end (a repaired room stays cold until it has warmed up).
+        with truth_path.open("w", encoding="utf-8") as f:
+            n = faults_mod.write_ground_truth(sim.faults, f)
+        if truth_db:
+            from cityops.db import pool
+
+            with pool.connect(settings.db) as conn:
+                faults_mod.store_ground_truth(conn, run_id, sim.faults)
+        return n
+
+    n_faults = record_truth()
     out.print(
         f"{scn.spec.name}: {scn.total} devices, seed {seed}, {rfc3339(sim.start_ms)} + {span}; "
         f"{n_faults} fault(s) -> {truth_path}, {len(sim.complaints)} complaint(s)"
     )
     if truth_db:
-        from cityops.db import pool
-
-        run_id = f"{scn.spec.name}-{seed}-{sim.start_ms}"
-        with pool.connect(settings.db) as conn:
-            faults_mod.store_ground_truth(conn, run_id, sim.faults)
         out.print(f"ground truth stored in sim_ground_truth as run {run_id}")
 
     publisher: Publisher | None = None
@@ -225,6 +233,7 @@ def simulate(  # noqa: PLR0915 -- the run command wires every option; split when
         publisher.close(offline=direct, ts_ms=sim.end_ms)
     if dry_file is not None:
         dry_file.close()
+    record_truth()
     if result is not None:
         out.print(
             f"done: {result.messages} message(s), {result.readings} reading(s), "

@@ -93,7 +93,7 @@ def test_cli_dry_run_writes_stream_and_truth(migrated_db: str, tmp_path: Path) -
     stream_file = tmp_path / "stream.jsonl"
     truth = tmp_path / "truth.jsonl"
     args = ["simulate", "--scenario", "pilot", "--devices", "300", "--seed", "9", "--speed", "0",
-            "--duration", "6h", "--start", "2025-12-10T08:00:00Z", "--faults", "0.5",
+            "--duration", "1d", "--start", "2025-12-10T08:00:00Z", "--faults", "0.5",
             "--truth", str(truth), "--dry-run", str(stream_file), "--truth-db"]  # fmt: skip
     r = _cli(migrated_db, *args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -108,7 +108,11 @@ def test_cli_dry_run_writes_stream_and_truth(migrated_db: str, tmp_path: Path) -
     assert faulty & {r.device_id for r in stream.readings}
     with psycopg.connect(migrated_db) as conn:
         stored = conn.execute("SELECT count(*) FROM sim_ground_truth").fetchone()
+        params = dict(conn.execute("SELECT fault_id, params FROM sim_ground_truth").fetchall())
     assert stored == (len(records),)
+    # Both copies are rewritten after the run, so they carry what only the run learns.
+    assert {rec["fault_id"]: rec["params"] for rec in records} == params
+    assert any("effect_end_ms" in rec["params"] for rec in records)
     # Same seed and start: the same stream, byte for byte.
     again = tmp_path / "again.jsonl"
     args[args.index(str(stream_file))] = str(again)

@@ -197,6 +197,23 @@ class IngestSettings(_Group):
     http_port: int = Field(
         default=9108, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0: off."
     )
+    partitions: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Scale-out with device affinity on brokers without hash_topic: N workers, "
+        "each keeping the areas of its partition (docs/scaling.md); 1: no partitioning.",
+    )
+    partition: int = Field(default=0, ge=0, description="This worker's partition, 0..partitions-1.")
+
+    @pydantic.model_validator(mode="after")
+    def _partition_exists(self) -> IngestSettings:
+        if self.partition >= self.partitions:
+            raise ValueError(
+                f"ingest.partition {self.partition} does not exist with ingest.partitions "
+                f"{self.partitions} (valid: 0..{self.partitions - 1})"
+            )
+        return self
 
     @field_validator("subscription_group")
     @classmethod
@@ -301,6 +318,18 @@ class ApiSettings(_Group):
         le=1_000_000,
         description="Events queued per live-feed client before it is cut off as too slow.",
     )
+    readings_max_buckets: int = Field(
+        default=10_000,
+        ge=10,
+        le=1_000_000,
+        description="Most time buckets one downsampled readings query may span.",
+    )
+    readings_max_span_days: int = Field(
+        default=366, ge=1, le=3660, description="Longest time range of a readings query."
+    )
+    export_max_rows: int = Field(
+        default=1_000_000, ge=1, description="Most rows one CSV export streams."
+    )
 
 
 class LogSettings(_Group):
@@ -335,6 +364,11 @@ class Settings(BaseSettings):
     timezone: str = Field(
         default="Asia/Shanghai", description="Local time zone used only at the edges."
     )
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="production refuses placeholder secrets (CHANGE_ME, as in "
+        "deploy/.env.example) left in any setting.",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -346,6 +380,19 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as err:
             raise ValueError(f"unknown time zone {value!r}") from err
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _no_placeholders_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        found = sorted(_placeholder_fields(self))
+        if found:
+            names = ", ".join(f"{name} ({_env_name(tuple(name.split('.')))})" for name in found)
+            raise ValueError(
+                f"environment is production but {names} still contain(s) the placeholder "
+                f"{PLACEHOLDER}: set real values (see docs/deploy.md)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -361,6 +408,24 @@ class Settings(BaseSettings):
         if settings_cls.model_config.get("toml_file"):
             sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
+
+
+PLACEHOLDER = "CHANGE_ME"
+
+
+def _placeholder_fields(model: BaseModel, prefix: str = "") -> list[str]:
+    """Dotted names of every string or secret setting that still holds the placeholder."""
+    found: list[str] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            found.extend(_placeholder_fields(value, f"{prefix}{name}."))
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str) and PLACEHOLDER in value:
+            found.append(prefix + name)
+    return found
 
 
 def _env_name(loc: tuple[int | str, ...]) -> str:
@@ -401,6 +466,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         problems = []
         for e in err.errors():
             loc = tuple(e["loc"])
+            if not loc:  # a check across fields (production placeholders) names them itself
+                problems.append(str(e["msg"]).removeprefix("Value error, "))
+                continue
             name = ".".join(str(p) for p in loc)
             problems.append(f"{name} ({_env_name(loc)}): {e['msg']}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from err

@@ -48,6 +48,7 @@ class PendingBatch:
     deliveries: list[Delivery] = field(default_factory=list)
     row_count: int = 0
     readings_received: int = 0
+    skipped: int = 0  # readings/messages left to another partition's worker (ingest.partitions)
     started: float | None = None  # monotonic time of the first message
     first_received: datetime | None = None
 

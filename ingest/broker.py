@@ -40,12 +40,14 @@ class ServiceAccount:
 SERVICE_ACCOUNTS: tuple[ServiceAccount, ...] = (
     ServiceAccount(
         name="cityops-ingest",
-        description="ingest workers (plain or shared subscription $share/<group>/...)",
+        description="ingest workers (plain or shared subscription $share/<group>/...), "
+        "publishing live snapshots and alerts of the stream core and alerts in process",
         read=(
             "cityops/v1/+/+/telemetry",
             "cityops/v1/+/+/status",
             "cityops/v1/hotline/+/complaints",
         ),
+        write=("cityops/v1/alerts/#", "cityops/v1/live/#"),
     ),
     ServiceAccount(
         name="cityops-hotline",
@@ -61,6 +63,11 @@ SERVICE_ACCOUNTS: tuple[ServiceAccount, ...] = (
         name="cityops-api",
         description="API live feed (reads what cityops publishes)",
         read=("cityops/v1/alerts/#", "cityops/v1/live/#"),
+    ),
+    ServiceAccount(
+        name="cityops-monitor",
+        description="health checks and monitoring: the broker's own $SYS statistics only",
+        read=("$SYS/#",),
     ),
 )
 SERVICE_NAMES = frozenset(s.name for s in SERVICE_ACCOUNTS)

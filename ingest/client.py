@@ -34,9 +34,17 @@ _PUBACK = 0x40  # MQTT control packet type PUBACK, flags 0
 _PUBACK_PACKET = struct.Struct("!BBH")  # type, remaining length 2, packet id
 
 
-def subscription_filters(root: str, group: str | None) -> list[str]:
-    """The topic filters ingest subscribes to (shared when a group is set)."""
+def subscription_filters(
+    root: str, group: str | None, *, partition: int = 0, partitions: int = 1
+) -> list[str]:
+    """The topic filters ingest subscribes to (shared when a group is set).
+
+    Partitioned workers (``partitions`` > 1) each join their own group ``<group>-<partition>``:
+    every partition receives every message and keeps its share (ingest.partition).
+    """
     filters = [f"{root}/{f}" for f in INGEST_FILTERS]
+    if group and partitions > 1:
+        group = f"{group}-{partition}"
     if group:
         return [f"$share/{group}/{f}" for f in filters]
     return filters
@@ -94,8 +102,12 @@ class MqttSource:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self.last_error: str | None = None
+        cfg = settings.ingest
         self._filters = subscription_filters(
-            settings.ingest.topic_root, settings.ingest.subscription_group
+            cfg.topic_root,
+            cfg.subscription_group,
+            partition=cfg.partition,
+            partitions=cfg.partitions,
         )
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,

@@ -21,6 +21,7 @@ from cityops import catalog
 from cityops.catalog import Kind
 from cityops.errors import ValidationError
 from ingest.batcher import PendingBatch
+from ingest.partition import Partition
 from ingest.registry_cache import DeviceEntry, RegistryCache
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -213,18 +214,52 @@ class Decoder:
         root: str = "cityops/v1",
         max_payload_bytes: int = 262_144,
         auto_register_area: str | None = None,
+        partition: Partition | None = None,
     ) -> None:
         self.registry = registry
+        # None or 1 of 1: this worker owns everything (no scale-out partitioning)
+        self.partition = partition if partition is not None and partition.count > 1 else None
         self.root = root
         self.max_payload_bytes = max_payload_bytes
         self.auto_register_area = auto_register_area
         self._topics: dict[str, Topic] = {}  # topics repeat per device: parse each once
         self._checks = {kind: compile_values_check(kind) for kind in catalog.KINDS}
 
+    def _owns(self, key: str) -> bool:
+        return self.partition is None or self.partition.owns(key)
+
+    def _device_key(self, device_id: str, entry: DeviceEntry | None) -> str:
+        """A device's partition key: its area, else (unregistered) its id or the auto area."""
+        if entry is not None and entry.area_code is not None:
+            return entry.area_code
+        if entry is None and self.auto_register_area is not None:
+            return self.auto_register_area
+        return device_id
+
+    def _reject(
+        self,
+        out: PendingBatch,
+        received_ms: int,
+        topic: str,
+        payload: bytes,
+        reason: Reason,
+        detail: str,
+    ) -> None:
+        """Dead-letter a whole message; with partitions only the topic's owner writes it."""
+        if self._owns(topic):
+            out.dead_letter(received_ms, topic, payload, reason, detail)
+        else:
+            out.skipped += 1
+
     def decode(self, topic: str, payload: bytes, received_ms: int, out: PendingBatch) -> None:
-        """Decode one message into ``out``; every problem becomes a dead letter there."""
+        """Decode one message into ``out``; every problem becomes a dead letter there.
+
+        With a partition, only what this worker owns is added; the rest is counted in
+        ``out.skipped`` (another worker writes it).
+        """
         if len(payload) > self.max_payload_bytes:
-            out.dead_letter(
+            self._reject(
+                out,
                 received_ms,
                 topic,
                 payload,
@@ -237,7 +272,7 @@ class Decoder:
             try:
                 parsed = parse_topic(topic, self.root)
             except TopicError as err:
-                out.dead_letter(received_ms, topic, payload, Reason.BAD_TOPIC, str(err))
+                self._reject(out, received_ms, topic, payload, Reason.BAD_TOPIC, str(err))
                 return
             if len(self._topics) >= _TOPIC_CACHE_SIZE:
                 self._topics.clear()
@@ -245,7 +280,7 @@ class Decoder:
         try:
             body = orjson.loads(payload)
         except orjson.JSONDecodeError as err:
-            out.dead_letter(received_ms, topic, payload, Reason.MALFORMED_JSON, str(err))
+            self._reject(out, received_ms, topic, payload, Reason.MALFORMED_JSON, str(err))
             return
         if parsed.type is TopicType.TELEMETRY and parsed.kind is not None:
             self._device_telemetry(
@@ -271,6 +306,9 @@ class Decoder:
         out: PendingBatch,
     ) -> None:
         entry = self.registry.lookup(device_id)
+        if not self._owns(self._device_key(device_id, entry)):
+            out.skipped += len(body) if isinstance(body, list) else 1
+            return
         if entry is None:
             if self.auto_register_area is None:
                 out.dead_letter(
@@ -281,7 +319,12 @@ class Decoder:
                     f"device {device_id!r} is not registered (auto-registration is off)",
                 )
                 return
-            entry = DeviceEntry(kind=kind, gateway_id=None, status="in_service")
+            entry = DeviceEntry(
+                kind=kind,
+                gateway_id=None,
+                status="in_service",
+                area_code=self.auto_register_area,
+            )
             self.registry.add(device_id, entry)
             out.register(device_id, kind, self.auto_register_area)
         elif entry.kind is not kind:
@@ -310,7 +353,8 @@ class Decoder:
         out: PendingBatch,
     ) -> None:
         if not isinstance(body, dict):
-            out.dead_letter(
+            self._reject(
+                out,
                 received_ms,
                 topic,
                 payload,
@@ -320,8 +364,11 @@ class Decoder:
             return
         for device_id, items in body.items():
             readings = items if isinstance(items, list) else [items]
-            out.readings_received += len(readings)
             entry = self.registry.lookup(device_id)
+            if not self._owns(self._device_key(device_id, entry)):
+                out.skipped += len(readings)
+                continue
+            out.readings_received += len(readings)
             if entry is None:
                 out.dead_letter(
                     received_ms,
@@ -402,6 +449,9 @@ class Decoder:
         ident = parsed.ident
         if parsed.type is TopicType.STATUS:
             entry = self.registry.lookup(ident)
+            if not self._owns(self._device_key(ident, entry)):
+                out.skipped += 1
+                return
             if entry is None or parsed.kind is None:
                 out.dead_letter(
                     received_ms,
@@ -423,6 +473,9 @@ class Decoder:
                 return
             kind_name = parsed.kind.value
         else:
+            if not self._owns(ident):
+                out.skipped += 1
+                return
             if not self.registry.is_gateway(ident):
                 out.dead_letter(
                     received_ms,
@@ -459,7 +512,11 @@ class Decoder:
             try:
                 complaint = self.validate_complaint(record, received_ms)
             except ValidationError as err:
-                out.dead_letter(received_ms, topic, _dumps(record), Reason.VALIDATION, str(err))
+                self._reject(out, received_ms, topic, _dumps(record), Reason.VALIDATION, str(err))
+                continue
+            # a complaint belongs with its area (complaint density, case linking)
+            if not self._owns(complaint.get("area_code") or topic):
+                out.skipped += 1
                 continue
             complaint["source"] = source
             out.add_complaint(complaint)

@@ -92,6 +92,11 @@ class IngestMetrics:
             ["consumer"],
             registry=r,
         )
+        self.partition_skipped = Counter(
+            "cityops_ingest_partition_skipped",
+            "Readings and messages left to another partition's worker (ingest.partitions).",
+            registry=r,
+        )
         self.stale_acks = Counter(
             "cityops_ingest_stale_acks",
             "Acks not sent because the connection changed (the broker redelivers).",

@@ -20,7 +20,7 @@ from cityops.catalog import Kind
 
 log = structlog.get_logger(__name__)
 
-DEVICES_SQL = "SELECT device_id, kind, gateway_id, status FROM devices"
+DEVICES_SQL = "SELECT device_id, kind, gateway_id, status, area_code FROM devices"
 AREAS_SQL = "SELECT code FROM areas"
 
 
@@ -31,6 +31,7 @@ class DeviceEntry:
     kind: Kind
     gateway_id: str | None
     status: str
+    area_code: str | None = None  # the partition key of ingest scale-out (ingest.partition)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +48,8 @@ def load_snapshot(conn: psycopg.Connection[Any]) -> RegistrySnapshot:
     devices: dict[str, DeviceEntry] = {}
     gateways: set[str] = set()
     with conn.cursor() as cur:
-        for device_id, kind, gateway_id, status in cur.execute(DEVICES_SQL):
-            devices[device_id] = DeviceEntry(Kind(kind), gateway_id, status)
+        for device_id, kind, gateway_id, status, area_code in cur.execute(DEVICES_SQL):
+            devices[device_id] = DeviceEntry(Kind(kind), gateway_id, status, area_code)
             if gateway_id is not None:
                 gateways.add(gateway_id)
         areas = frozenset(row[0] for row in cur.execute(AREAS_SQL))

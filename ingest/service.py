@@ -33,6 +33,7 @@ from ingest.batcher import Delivery, PendingBatch
 from ingest.client import MqttSource
 from ingest.decode import Decoder, Reason, ms_to_datetime
 from ingest.metrics import IngestMetrics
+from ingest.partition import Partition
 from ingest.registry_cache import RegistryCache, RegistrySnapshot, load_snapshot
 from ingest.writer import KIND_SQL, WriteResult, prepare_connection, write_batch
 
@@ -88,6 +89,7 @@ class IngestService:
             root=cfg.topic_root,
             max_payload_bytes=cfg.max_payload_bytes,
             auto_register_area=cfg.auto_register_area if cfg.auto_register else None,
+            partition=Partition(cfg.partition, cfg.partitions),
         )
         self._max_messages = max(1, cfg.receive_maximum // 2)
         self.source = MqttSource(
@@ -98,6 +100,8 @@ class IngestService:
         self.metrics.queue_depth.set_function(self._queue.qsize)
         self.metrics.unacked.set_function(lambda: self._queue.qsize() + self._added - self._acked)
         self.metrics.broker_up.set_function(lambda: 1.0 if self.source.connected else 0.0)
+        # the writer's view: 0 while batch writes fail and are retried (idle: the last outcome)
+        self.metrics.db_up.set_function(lambda: 1.0 if self.db_ok else 0.0)
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -328,6 +332,9 @@ class IngestService:
             # counted per run of queued messages, not per message (cheaper, same totals)
             self._added += taken
             self.metrics.messages.inc(taken)
+            if batch.skipped:
+                self.metrics.partition_skipped.inc(batch.skipped)
+                batch.skipped = 0
             if batch.readings_received != readings_before:
                 self.metrics.readings.inc(batch.readings_received - readings_before)
 

@@ -232,8 +232,8 @@ def broker_credentials(
         list[str] | None,
         typer.Option(
             help="NAME=PASSWORD for a service account (cityops-ingest, cityops-hotline, "
-            "cityops-publisher, cityops-api); others get random passwords written to "
-            "service-passwords.txt."
+            "cityops-publisher, cityops-api, cityops-monitor); others get random passwords "
+            "written to service-passwords.txt."
         ),
     ] = None,
 ) -> None:

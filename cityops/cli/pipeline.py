@@ -16,6 +16,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from cityops.batch import BatchConsumer
+from cityops.errors import ConfigError
 from cityops.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -71,6 +72,15 @@ def build_pipeline(
     with_alerts: bool = True,
 ) -> Pipeline:
     """Start the stream core and the alert engine with its notifier; return them as consumers."""
+    if settings.ingest.partitions > 1 and (with_stream or with_alerts):
+        # The stream core and the alert engine load the whole registry: in a worker that only
+        # receives its partition's areas they would write "no data" rates for the other areas
+        # and fire no-data alerts for their devices. Refuse rather than corrupt (docs/scaling.md).
+        raise ConfigError(
+            f"ingest.partitions is {settings.ingest.partitions}: partitioned workers run ingest "
+            "only (--no-stream --no-alerts) until the stream core and the alert engine can be "
+            "restricted to a partition's areas; see docs/scaling.md"
+        )
     pipeline = Pipeline()
     try:
         if with_stream:

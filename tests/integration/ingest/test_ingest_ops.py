@@ -166,6 +166,7 @@ def test_broker_credentials_command(ingest_db: str, tmp_path: Path) -> None:
         "cityops-hotline",
         "cityops-publisher",
         "cityops-api",
+        "cityops-monitor",
     }
 
     def verify(user: str, password: str) -> bool:
@@ -181,7 +182,12 @@ def test_broker_credentials_command(ingest_db: str, tmp_path: Path) -> None:
     generated = dict(
         line.split("=", 1) for line in (out / "service-passwords.txt").read_text().splitlines()
     )
-    assert set(generated) == {"cityops-hotline", "cityops-publisher", "cityops-api"}
+    assert set(generated) == {
+        "cityops-hotline",
+        "cityops-publisher",
+        "cityops-api",
+        "cityops-monitor",
+    }
     assert verify("cityops-api", generated["cityops-api"])
     assert oct((out / "passwd").stat().st_mode & 0o777) == "0o600"
     assert "pattern write cityops/v1/+/%u/telemetry" in (out / "acl").read_text()

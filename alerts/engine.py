@@ -409,12 +409,15 @@ class AlertEngine:
         for rule in self.rules.rules.enabled():
             if not isinstance(rule, AggregateRule):
                 continue
+            # Complete hours only: an hour in progress has its whole scheduled denominator
+            # but only the minutes so far in its numerator, so it would read as an outage.
+            until = now.replace(minute=0, second=0, microsecond=0)
             since = (now - rule.window).replace(minute=0, second=0, microsecond=0)
             rows = conn.execute(
                 "SELECT area_code, sum(numerator), sum(denominator) FROM rates_hourly "
-                "WHERE kind = %s AND metric = %s AND hour >= %s AND hour <= %s "
+                "WHERE kind = %s AND metric = %s AND hour >= %s AND hour < %s "
                 "GROUP BY area_code",
-                (rule.kind.value if rule.kind else None, rule.metric, since, now),
+                (rule.kind.value if rule.kind else None, rule.metric, since, until),
             ).fetchall()
             for area, num, den in rows:
                 labels = {"kind": rule.kind.value if rule.kind else "", "area_code": area}

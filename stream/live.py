@@ -250,10 +250,14 @@ class LiveRates:
         live.evicted_below = max(live.evicted_below, floor)
 
     def snapshot(self, area: str) -> dict[str, Any]:
-        """The live snapshot of one area: current-hour rates and sensor counts."""
+        """The live snapshot of one area: the last complete hour's rates and sensor counts.
+
+        Not the hour in progress: its rows carry the whole hour's scheduled denominator but
+        only the minutes so far in the numerator, so its rates read low until the hour ends.
+        """
         a = self.areas.position(area)
         now_ms = int(self.clock() * 1000)
-        hour = now_ms // HOUR_MS
+        hour = now_ms // HOUR_MS - 1
         rates: dict[str, float | None] = {}
         sensors: dict[str, dict[str, int]] = {}
         for kind, live in self._kinds.items():

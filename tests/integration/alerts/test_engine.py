@@ -353,14 +353,22 @@ def test_complaint_spike_and_area_lighting_rate(harness: Harness) -> None:
                 "VALUES (%s, %s, 'other', 'CY-HJL')",
                 (f"S-{i}", NIGHT - minutes(i)),
             )
+        last_hour = NIGHT.replace(minute=0) - timedelta(hours=1)
         conn.execute(
             "INSERT INTO rates_hourly VALUES ('CY-JW', 'streetlight', 'lighting_rate', "
             "%s, 900, 1000, 10)",
-            (NIGHT.replace(minute=0),),
+            (last_hour,),
         )
         conn.execute(
             "INSERT INTO rates_hourly VALUES ('CY-CW', 'streetlight', 'lighting_rate', "
             "%s, 995, 1000, 10)",
+            (last_hour,),
+        )
+        # The hour in progress counts its whole scheduled denominator but only the minutes so
+        # far: a low partial rate there is not an outage and must not fire.
+        conn.execute(
+            "INSERT INTO rates_hourly VALUES ('CY-CW', 'streetlight', 'lighting_rate', "
+            "%s, 30, 1000, 10)",
             (NIGHT.replace(minute=0),),
         )
         conn.commit()

@@ -44,7 +44,7 @@ def test_snapshots_are_published_per_area(mqtt_broker) -> None:  # type: ignore[
             areas,
             {Kind.CHARGER: chargers},
             publish=publish,
-            clock=lambda: t / 1000 - 5 * 60,
+            clock=lambda: t / 1000 + 35 * 60,  # 11:05: hour 10 is the last complete one
         )
         rows = [
             ("C1", t - 20 * 60_000, t, {"status": "Charging"}),
@@ -73,15 +73,17 @@ def test_snapshots_are_published_per_area(mqtt_broker) -> None:  # type: ignore[
         sub.disconnect()
     jw = seen["cityops/v1/live/CY-JW"]
     assert jw["area"] == "CY-JW"
+    # The snapshot reports the last complete hour (10:00-11:00), not the hour in progress.
+    assert jw["hour"] == int(now.replace(minute=0).timestamp() * 1000)
     rates = jw["rates"]
     assert isinstance(rates, dict)
     # Hour 10:00-11:00: C1 charging 10:10-10:35 (the last report holds 15'), C2 faulted
-    # 10:20-10:35; 2 connectors. At 10:25 both reported within 3 x 2' intervals, but C2 sent
-    # its last will at 10:21: offline.
+    # 10:20-10:35; 2 connectors. At 11:05 C1 has been silent for more than 3 x 2' intervals
+    # and C2 sent its last will at 10:21: both offline.
     assert rates["charger_utilization"] == pytest.approx(25 / 120)
     assert rates["charger_availability"] == pytest.approx(25 / 120)
     assert rates["charger_online"] == pytest.approx(40 / 120)
-    assert jw["sensors"] == {"charger": {"in_service": 2, "offline": 1, "flatlined": 0}}
+    assert jw["sensors"] == {"charger": {"in_service": 2, "offline": 2, "flatlined": 0}}
     cw = seen["cityops/v1/live/CY-CW"]
     assert cw["sensors"] == {"charger": {"in_service": 1, "offline": 1, "flatlined": 0}}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,14 +49,18 @@ class DeviceDirectory:
         self.groups = dict(groups)
 
     @classmethod
-    def load(cls, conn: psycopg.Connection[Any]) -> DeviceDirectory:
-        """Read every registered device."""
+    def load(
+        cls, conn: psycopg.Connection[Any], owns: Callable[[str], bool] | None = None
+    ) -> DeviceDirectory:
+        """Read every registered device (or those of the areas ``owns`` accepts)."""
         directory = cls()
-        directory.reload(conn)
+        directory.reload(conn, owns)
         return directory
 
-    def reload(self, conn: psycopg.Connection[Any]) -> None:
-        """Re-read the registry."""
+    def reload(
+        self, conn: psycopg.Connection[Any], owns: Callable[[str], bool] | None = None
+    ) -> None:
+        """Re-read the registry (a partitioned worker: only its areas' devices)."""
         self._set(
             [
                 DeviceInfo(
@@ -68,6 +73,7 @@ class DeviceDirectory:
                     attributes=r[6] or {},
                 )
                 for r in conn.execute(DEVICES_SQL).fetchall()
+                if owns is None or owns(r[2])
             ]
         )
 

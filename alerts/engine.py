@@ -145,8 +145,12 @@ class AlertEngine:
         flap_window: timedelta = timedelta(hours=1),
         link_radius_m: float = 300.0,
         link_window: timedelta = timedelta(hours=48),
+        owns_area: Callable[[str], bool] | None = None,
     ) -> None:
         self.rules = rules
+        # A partitioned ingest worker evaluates only its partition's areas: their devices,
+        # their open alerts and their area-level rules (cityops.partition).
+        self.owns_area = owns_area
         self.pool = pool
         self.notify = notify
         self.clock = clock
@@ -177,9 +181,21 @@ class AlertEngine:
         self._lock = threading.Lock()
         self.errors = 0
         with pool.connection() as conn:
-            self.directory = DeviceDirectory.load(conn)
+            self.directory = DeviceDirectory.load(conn, owns_area)
             restored = store.restore_lifecycle(conn, self.lifecycle)
+        if owns_area is not None:
+            for fp in [
+                fp
+                for fp, a in self.lifecycle.open.items()
+                if not self._owned(a.labels.get("area_code"))
+            ]:
+                del self.lifecycle.open[fp]
+                restored -= 1
         log.info("alert_engine_started", devices=len(self.directory.devices), open_alerts=restored)
+
+    def _owned(self, area: str | None) -> bool:
+        """This engine evaluates ``area`` (always, unless it runs in a partitioned worker)."""
+        return self.owns_area is None or (area is not None and self.owns_area(area))
 
     # --- entry points --------------------------------------------------------------------
 
@@ -217,7 +233,7 @@ class AlertEngine:
     def reload_registry(self) -> None:
         """Pick up registry changes."""
         with self.pool.connection() as conn:
-            directory = DeviceDirectory.load(conn)
+            directory = DeviceDirectory.load(conn, self.owns_area)
         with self._lock:
             self.directory = directory
             self._labels.clear()
@@ -420,6 +436,8 @@ class AlertEngine:
                 (rule.kind.value if rule.kind else None, rule.metric, since, until),
             ).fetchall()
             for area, num, den in rows:
+                if not self._owned(area):
+                    continue
                 labels = {"kind": rule.kind.value if rule.kind else "", "area_code": area}
                 if den is None or den < max(rule.min_denominator, 1e-12):
                     continue
@@ -452,6 +470,8 @@ class AlertEngine:
                 if a.rule == rule.name
             }
             for area in set(counts) | {a for a in open_areas if a}:
+                if not self._owned(area):
+                    continue
                 n = int(counts.get(area, 0))
                 labels = {"area_code": str(area)}
                 if category:

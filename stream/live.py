@@ -23,6 +23,7 @@ import structlog
 
 from cityops.batch import CommittedBatch, KindBatch, StatusChange
 from cityops.catalog import Kind
+from cityops.partition import area_filter
 from cityops.schedule import HeatingCalendar
 from cityops.settings import Settings
 from stream import complaints, kernels, rollups
@@ -99,8 +100,10 @@ class LiveRates:
         """A consumer for every kind with the registry loaded from ``conn`` (autocommit).
 
         The connection is then used by ``flush`` only (one thread at a time, under the lock).
+        A partitioned ingest worker (``ingest.partitions`` > 1) keeps only its partition's
+        areas, so it never writes rates for areas whose readings another worker receives.
         """
-        areas = load_areas(conn)
+        areas = load_areas(conn, area_filter(settings.ingest))
         devices = {kind: load_devices(conn, kind, areas) for kind in Kind}
         return cls(settings, areas, devices, conn=conn, publish=publish)
 

@@ -8,7 +8,7 @@ class, in-service flag, heated area, public flag, charging site).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,9 +158,11 @@ class DeviceIndex:
         )
 
 
-def load_areas(conn: psycopg.Connection[Any]) -> AreaIndex:
-    """Every area of the registry, ordered by code."""
-    rows = conn.execute(AREAS_SQL).fetchall()
+def load_areas(
+    conn: psycopg.Connection[Any], owns: Callable[[str], bool] | None = None
+) -> AreaIndex:
+    """Every area of the registry (or those ``owns`` accepts: a worker's partition), by code."""
+    rows = [r for r in conn.execute(AREAS_SQL).fetchall() if owns is None or owns(r[0])]
 
     def col(i: int) -> list[float]:
         return [np.nan if r[i] is None else float(r[i]) for r in rows]
@@ -176,9 +178,12 @@ def load_areas(conn: psycopg.Connection[Any]) -> AreaIndex:
 
 
 def load_devices(conn: psycopg.Connection[Any], kind: Kind, areas: AreaIndex) -> DeviceIndex:
-    """Every registered device of ``kind`` with its area position and rate-relevant facts."""
-    rows = conn.execute(DEVICES_SQL, (kind.value,)).fetchall()
+    """Every registered device of ``kind`` in ``areas``, with its area position and facts.
+
+    Devices of areas not in ``areas`` (another worker's partition) are left out.
+    """
     area_pos = {code: i for i, code in enumerate(areas.codes)}
+    rows = [r for r in conn.execute(DEVICES_SQL, (kind.value,)).fetchall() if r[1] in area_pos]
     groups = {c.value: i for i, c in enumerate(SCHEDULE_GROUPS)}
     attrs = [r[5] or {} for r in rows]
     return DeviceIndex.build(

@@ -16,7 +16,6 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from cityops.batch import BatchConsumer
-from cityops.errors import ConfigError
 from cityops.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -71,16 +70,11 @@ def build_pipeline(
     with_stream: bool = True,
     with_alerts: bool = True,
 ) -> Pipeline:
-    """Start the stream core and the alert engine with its notifier; return them as consumers."""
-    if settings.ingest.partitions > 1 and (with_stream or with_alerts):
-        # The stream core and the alert engine load the whole registry: in a worker that only
-        # receives its partition's areas they would write "no data" rates for the other areas
-        # and fire no-data alerts for their devices. Refuse rather than corrupt (docs/scaling.md).
-        raise ConfigError(
-            f"ingest.partitions is {settings.ingest.partitions}: partitioned workers run ingest "
-            "only (--no-stream --no-alerts) until the stream core and the alert engine can be "
-            "restricted to a partition's areas; see docs/scaling.md"
-        )
+    """Start the stream core and the alert engine with its notifier; return them as consumers.
+
+    In a partitioned worker (``ingest.partitions`` > 1) both keep only the partition's areas
+    (cityops.partition), the same areas whose readings this worker's ingest writes.
+    """
     pipeline = Pipeline()
     try:
         if with_stream:
@@ -105,6 +99,7 @@ def _start_alerts(
     from alerts.notify import Notifier, NotifyMetrics, build_senders, load_routes
     from alerts.rules import RuleHolder, Severity
     from cityops.db.pool import make_pool
+    from cityops.partition import area_filter
     from cityops.schedule import HeatingCalendar, LightingSchedule
 
     rules = RuleHolder(settings.alerts.rules_file)
@@ -137,6 +132,7 @@ def _start_alerts(
         flap_window=timedelta(seconds=settings.alerts.flap_window_s),
         link_radius_m=settings.alerts.link_radius_m,
         link_window=timedelta(hours=settings.alerts.link_window_h),
+        owns_area=area_filter(settings.ingest),
     )
     pipeline.consumers.append(engine)
     ticker = _Ticker("alerts-tick", settings.alerts.tick_s, engine.tick).start()

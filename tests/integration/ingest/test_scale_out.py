@@ -12,8 +12,7 @@ subscription splits one device's readings between the workers.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import signal
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -24,13 +23,16 @@ import pytest
 
 from cityops.batch import CommittedBatch
 from ingest.partition import partition_of
+from tests.conftest import free_port
 from tests.integration.ingest.conftest import (
     Publisher,
     Runner,
     SecureBroker,
     ingest_env,
+    start_ingest_process,
     wait_for,
 )
+from tests.integration.ingest.test_ingest_failures import wait_ready
 
 pytestmark = [pytest.mark.pg, pytest.mark.mqtt]
 
@@ -214,19 +216,25 @@ def test_plain_shared_subscription_splits_devices_between_workers(
     assert len(shared) >= len(placed) // 2, len(shared)
 
 
-def test_partitioned_worker_refuses_in_process_stream_and_alerts(
+def test_partitioned_worker_runs_stream_and_alerts_on_its_areas(
     ingest_db: str, secure_broker: SecureBroker, tmp_path: Path
 ) -> None:
-    """Stream and alerts load the whole registry: a partitioned worker must run ingest only."""
-    env = ingest_env(ingest_db, secure_broker, "ingest-refused", partitions=2, partition=1)
-    proc = subprocess.run(
-        [sys.executable, "-m", "cityops", "ingest"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    """A partitioned `cityops ingest` runs the stream core and the alert engine on its areas.
+
+    What they keep is checked in tests/integration/test_partitioned_stages.py; here the
+    process starts with both in process, becomes ready and stops cleanly on SIGTERM.
+    """
+    port = free_port()
+    env = ingest_env(
+        ingest_db, secure_broker, "ingest-p1", partitions=2, partition=1, http_port=port
     )
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "ingest.partitions is 2" in proc.stdout + proc.stderr
-    assert "--no-stream --no-alerts" in proc.stdout + proc.stderr
+    log = tmp_path / "ingest.log"
+    proc = start_ingest_process(env, log)
+    try:
+        wait_ready(port, proc, log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    text = log.read_text(errors="replace")
+    assert proc.returncode == 0, text
+    assert "alert_engine_started" in text

@@ -119,6 +119,19 @@ class LiveRates:
                 live.folder.reindex(index)
             self.devices = {**self.devices, **devices}
 
+    def reload_registry(self) -> int:
+        """Re-read the devices of this consumer's areas from its connection; return how many.
+
+        Devices added, retired or moved in the registry since the start take part from the next
+        batch on; sensor state of the devices kept is carried over (``reload_devices``).
+        """
+        if self.conn is None:
+            return 0
+        with self._lock:  # the connection is shared with flush
+            devices = {kind: load_devices(self.conn, kind, self.areas) for kind in self._kinds}
+        self.reload_devices(devices)
+        return sum(len(index) for index in devices.values())
+
     def late_readings(self) -> dict[Kind, int]:
         """Readings per kind that arrived after a newer one of the same device (re-opened hours)."""
         return {kind: live.late for kind, live in self._kinds.items()}

@@ -83,6 +83,12 @@ def build_pipeline(
             live, stop_live = start_live(settings)
             pipeline.consumers.append(live)
             pipeline.stoppers.append(stop_live)
+            # registry changes (devices added, retired, moved) reach the live rates too;
+            # stopped before the live consumer (stoppers run last first), whose connection it uses
+            refresh = _Ticker(
+                "stream-registry", settings.ingest.registry_refresh_s, live.reload_registry
+            )
+            pipeline.stoppers.append(refresh.start().stop)
         if with_alerts:
             _start_alerts(settings, registry, pipeline)
     except BaseException:

@@ -449,11 +449,16 @@ class IngestService:
                 stored_ids.discard(c["complaint_id"])
                 complaints.append(c)
         stored_statuses = set(result.statuses_stored)
-        statuses = [
-            StatusChange(device_id=s[0], kind=Kind(s[1]), online=s[2], ts=ms_to_datetime(s[3]))
-            for i, s in enumerate(batch.statuses)
-            if i in stored_statuses and s[1] != "gateway"
-        ]
+        statuses = []
+        for s in batch.statuses:
+            if s in stored_statuses:
+                stored_statuses.discard(s)  # a repeat within the batch was not stored twice
+                if s[1] != "gateway":
+                    statuses.append(
+                        StatusChange(
+                            device_id=s[0], kind=Kind(s[1]), online=s[2], ts=ms_to_datetime(s[3])
+                        )
+                    )
         committed = CommittedBatch(
             seq=self._seq,
             committed_at=datetime.now(UTC),
@@ -479,4 +484,5 @@ def _merge(total: WriteResult, part: WriteResult) -> None:
         for kind, keys in part.new_keys.items():
             total.new_keys.setdefault(kind, set()).update(keys)
     total.complaints_stored.extend(part.complaints_stored)
+    total.statuses_stored.extend(part.statuses_stored)
     total.dead_letters += part.dead_letters

@@ -126,7 +126,9 @@ class WriteResult:
     duplicates: dict[Kind, int] = field(default_factory=dict)
     new_keys: dict[Kind, set[tuple[str, int]]] | None = None
     complaints_stored: list[str] = field(default_factory=list)
-    statuses_stored: list[int] = field(default_factory=list)  # indexes into batch.statuses
+    # the stored entries of batch.statuses themselves (not their positions): a split batch's
+    # parts are written one by one and their results merged
+    statuses_stored: list[tuple[str, str, bool, int, int]] = field(default_factory=list)
     dead_letters: int = 0
 
 
@@ -148,7 +150,8 @@ def write_batch(
                 cur.execute(COMPLAINT_SQL, complaint)
                 if cur.fetchone() is not None:
                     result.complaints_stored.append(complaint["complaint_id"])
-            for i, (device_id, kind_name, online, ts_ms, recv_ms) in enumerate(batch.statuses):
+            for status in batch.statuses:
+                device_id, kind_name, online, ts_ms, recv_ms = status
                 args = (
                     device_id,
                     ms_to_datetime(ts_ms),
@@ -158,7 +161,7 @@ def write_batch(
                 )
                 cur.execute(STATUS_EVENT_SQL, args)
                 if cur.fetchone() is not None:
-                    result.statuses_stored.append(i)
+                    result.statuses_stored.append(status)
                     cur.execute(
                         STATUS_STATE_SQL,
                         (device_id, kind_name, online, args[1], args[4]),

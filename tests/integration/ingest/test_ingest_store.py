@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from cityops.batch import CommittedBatch
+from cityops.catalog import Kind
 from tests.integration.ingest.conftest import (
     HOTLINE_PASSWORD,
     Publisher,
@@ -330,15 +331,21 @@ def test_a_message_the_database_rejects_is_dead_lettered_alone(
         conn.execute(
             "ALTER TABLE heating_readings ADD CONSTRAINT not_13 CHECK (temperature_c <> 13)"
         )
-    # a long batch window so the three messages share one batch
-    runner.start(batch_max_ms=1000)
+    # a long batch window so the messages share one batch
+    handed_on: list[CommittedBatch] = []
+    runner.start(batch_max_ms=1000, consumers=[Collecting(handed_on)])
     pub = publishers("HT-1")
+    pub.publish("cityops/v1/heating/HT-1/status", json.dumps({"online": True, "ts": T0}))
     for i, temp in enumerate((12.0, 13.0, 14.0)):
         pub.publish(
             "cityops/v1/heating/HT-1/telemetry",
             json.dumps({"ts": T0 + i, "values": {"temperature_c": temp}}),
         )
     assert wait_for(lambda: count(runner.dsn, "SELECT count(*) FROM dead_letters") == 1)
+    # the split batch still hands its stored rows and its status report to the consumers
+    assert wait_for(lambda: sum(len(b.readings.get(Kind.HEATING, ())) for b in handed_on) == 2)
+    statuses = [s for b in handed_on for s in b.status_changes]
+    assert [(s.device_id, s.online) for s in statuses] == [("HT-1", True)]
     assert _rows(runner.dsn, "SELECT temperature_c FROM heating_readings ORDER BY ts") == [
         (12.0,),
         (14.0,),
@@ -349,6 +356,16 @@ def test_a_message_the_database_rejects_is_dead_lettered_alone(
     assert reason == "database rejected"
     assert "not_13" in detail
     assert json.loads(bytes(payload))["values"]["temperature_c"] == 13.0
+
+
+class Collecting:
+    """A consumer that keeps every batch handed to it."""
+
+    def __init__(self, into: list[CommittedBatch]) -> None:
+        self.into = into
+
+    def on_batch(self, batch: CommittedBatch) -> None:
+        self.into.append(batch)
 
 
 class Failing:

@@ -86,17 +86,23 @@ def parse_records(text: str, fmt: str, source: str = "input") -> Iterator[Record
 
 
 def _csv_records(text: str, source: str) -> Iterator[Record]:
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
-        raise ImportFileError(f"{source}: the CSV file has no header row")
-    for row in reader:
-        location = f"line {reader.line_num}"
-        extra: Any = row.pop(None, None)
-        if extra:
-            message = f"{len(extra)} more cells than header columns"
-            yield Record(location=location, values={"__error__": message}, from_text=True)
-            continue
-        yield Record(location=location, values=row, from_text=True)
+    # newline="" lets the csv module see \r and \r\n itself, as its documentation asks.
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        if not reader.fieldnames:
+            raise ImportFileError(f"{source}: the CSV file has no header row")
+        for row in reader:
+            location = f"line {reader.line_num}"
+            extra: Any = row.pop(None, None)
+            if extra:
+                message = f"{len(extra)} more cells than header columns"
+                yield Record(location=location, values={"__error__": message}, from_text=True)
+                continue
+            yield Record(location=location, values=row, from_text=True)
+    except csv.Error as err:
+        raise ImportFileError(
+            f"{source}: line {reader.line_num}: not readable as CSV: {err}"
+        ) from err
 
 
 def _json_lines_records(text: str) -> Iterator[Record]:

@@ -62,6 +62,14 @@ from ingest.writer import PG_EPOCH_MS  # noqa: E402
 SECRET = "bench-secret"  # noqa: S105 - a throwaway broker of this run
 INGEST_PW = "bench-ingest"
 SINGLE_DEVICES = [f"HT-S{i}" for i in range(10)]
+# The paced latency publisher's devices. A reading's ts is its publish time in ms, nudged to stay
+# unique per device; with 10 devices a rate above 10,000 msg/s is more than one reading per
+# device per ms, the nudges add up and ts runs ahead of the clock (negative latencies). 20
+# devices give each one under 600 readings/s at the rates measured here. One Python publisher
+# process tops out at about 7,000-9,000 msg/s here, so PACED_PROCESSES processes share the rate,
+# each with its own slice of the devices.
+LATENCY_DEVICES = [f"HT-L{i:02d}" for i in range(20)]
+PACED_PROCESSES = 2
 GATEWAY = "GW-B"
 GATEWAY_DEVICES = [f"HT-G{i:03d}" for i in range(100)]
 RECEIVE_MAXIMUM = 2000
@@ -89,7 +97,7 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     """mosquitto from the project config, credentials for the benchmark's devices."""
     write_credentials(
         workdir,
-        [*SINGLE_DEVICES, *GATEWAY_DEVICES, GATEWAY],
+        [*SINGLE_DEVICES, *LATENCY_DEVICES, *GATEWAY_DEVICES, GATEWAY],
         secret=SECRET,
         service_passwords={"cityops-ingest": INGEST_PW},
     )
@@ -341,9 +349,13 @@ def create_session(settings: Settings) -> None:
     service.stop()
 
 
-def paced_publisher(port: int, rate: float, seconds: float, t_unused: int) -> None:
-    """(Subprocess mode) publish single readings at ``rate``/s, ts = publish time in ms."""
-    pubs = Publishers(port, SINGLE_DEVICES)
+def paced_publisher(port: int, rate: float, seconds: float, part: int) -> None:
+    """(Subprocess mode) publish single readings at ``rate``/s, ts = publish time in ms.
+
+    Uses slice ``part`` of LATENCY_DEVICES (one of PACED_PROCESSES publishers).
+    """
+    devices = LATENCY_DEVICES[part::PACED_PROCESSES]
+    pubs = Publishers(port, devices)
     n = int(rate * seconds)
     started = time.perf_counter()
     infos = []
@@ -353,9 +365,14 @@ def paced_publisher(port: int, rate: float, seconds: float, t_unused: int) -> No
         delay = target - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        dev = SINGLE_DEVICES[i % len(SINGLE_DEVICES)]
-        ts = time.time_ns() // 1_000_000
-        ts = max(ts, last_ts.get(dev, 0) + 1)  # keys stay distinct per device
+        dev = devices[i % len(devices)]
+        now = time.time_ns() // 1_000_000
+        while now <= last_ts.get(dev, -1):
+            # this device already sent in this ms: wait for the next one rather than set ts
+            # ahead of the publish time (keys must stay distinct per device, latency exact)
+            time.sleep(0.0002)
+            now = time.time_ns() // 1_000_000
+        ts = now
         last_ts[dev] = ts
         body = json.dumps({"ts": ts, "values": {"temperature_c": 21.0}}).encode()
         infos.append(pubs.clients[dev].publish(f"cityops/v1/heating/{dev}/telemetry", body, qos=1))
@@ -376,19 +393,30 @@ def measure_latency(
     latency = Latency()
     service = IngestService(settings, [latency], client_id="bench-ingest")
     service.start(wait_subscribed_s=10)
-    pub = subprocess.run(  # noqa: S603 - this script, with numbers
-        [sys.executable, __file__, "--publish-paced", str(port), str(rate), str(seconds)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    paced_text, achieved = pub.stdout.strip().splitlines()[-1].split()
-    paced = int(paced_text)
+    procs = [
+        subprocess.Popen(  # noqa: S603 - this script, with numbers
+            [
+                *(sys.executable, __file__, "--publish-paced"),
+                *(str(port), str(rate / PACED_PROCESSES), str(seconds), str(part)),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for part in range(PACED_PROCESSES)
+    ]
+    paced = achieved = 0
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"paced publisher failed ({proc.returncode})")
+        n_text, rate_text = out.strip().splitlines()[-1].split()
+        paced += int(n_text)
+        achieved += int(rate_text)
     while sum(len(s) for s in latency.samples) < paced:
         time.sleep(0.01)
     service.stop()
     lat = np.concatenate(latency.samples) if latency.samples else np.array([0])
-    return paced, int(achieved), lat
+    return paced, achieved, lat
 
 
 def main() -> None:  # noqa: PLR0915 - one linear script
@@ -400,11 +428,11 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     cityops_logging.configure(LogSettings(level="warning"))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller run, under two minutes")
-    parser.add_argument("--publish-paced", nargs=3, metavar=("PORT", "RATE", "SECONDS"))
+    parser.add_argument("--publish-paced", nargs=4, metavar=("PORT", "RATE", "SECONDS", "PART"))
     args = parser.parse_args()
     if args.publish_paced:
-        port, rate, seconds = args.publish_paced
-        paced_publisher(int(port), float(rate), float(seconds), 0)
+        port, rate, seconds, part = args.publish_paced
+        paced_publisher(int(port), float(rate), float(seconds), int(part))
         return
 
     n_copy = 200_000 if args.quick else 1_000_000
@@ -434,7 +462,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                 cur.executemany(
                     "INSERT INTO devices (device_id, kind, area_code, gateway_id) "
                     "VALUES (%s, 'heating', %s, %s)",
-                    [(d, area, None) for d in SINGLE_DEVICES]
+                    [(d, area, None) for d in [*SINGLE_DEVICES, *LATENCY_DEVICES]]
                     + [(d, area, GATEWAY) for d in GATEWAY_DEVICES],
                 )
         broker, port = start_broker(workdir)

@@ -9,6 +9,14 @@
     ["room_temp_compliance", 0.9, 0.8],
     ["charger_availability", 0.95, 0.85],
   ];
+  // The data coverage reported beside each rate (docs/rates.md): a device with no data counts
+  // against the rate, so a low rate with low coverage is missing data, not an outage.
+  const COVERAGE = {
+    lighting_rate: "lighting_coverage",
+    room_temp_compliance: "room_temp_coverage",
+    charger_availability: "charger_online",
+  };
+  const FULL_COVERAGE = 0.95;
   const $ = (sel) => document.querySelector(sel);
   const state = {
     key: sessionStorage.getItem(KEY_STORE) || "",
@@ -75,7 +83,19 @@
     for (const [metric, good, fair] of RATES) {
       const rate = snap.rates[metric];
       const [text, extra, title] = pct(rate);
-      cells.push(el("td", { class: `num ${grade(rate && rate.value, good, fair)} ${extra}`, "data-metric": metric, title, text }));
+      const cov = snap.rates[COVERAGE[metric]];
+      const low = cov && cov.value !== null && cov.value !== undefined && cov.value < FULL_COVERAGE
+        && rate && rate.value !== null && rate.value !== undefined;
+      if (low) {
+        const share = (100 * cov.value).toFixed(0);
+        cells.push(el("td", {
+          class: `num lowcov ${extra}`, "data-metric": metric,
+          title: `${title}; data covers ${share} % of it (no data counts as not met)`,
+          text,
+        }, el("span", { class: "muted small", "data-coverage": share, text: ` · data ${share} %` })));
+      } else {
+        cells.push(el("td", { class: `num ${grade(rate && rate.value, good, fair)} ${extra}`, "data-metric": metric, title, text }));
+      }
     }
     const a = snap.alerts;
     cells.push(el("td", { class: `num ${a.firing ? "poor" : "good"}`, "data-metric": "open_alerts",

@@ -356,8 +356,9 @@ class _SimulatorThread:
 
         self.settings = settings
         self.speed = speed
-        # Start a little in the past so the page has an hour of history at once.
-        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
+        # Start at the top of the previous hour: at the default 10x that hour is complete (full
+        # data coverage, so its rates mean something) six minutes after start-up.
+        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
         self.sim = Simulation(
             scn,
             start=start,

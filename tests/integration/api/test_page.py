@@ -106,6 +106,16 @@ def test_page_shows_areas_live_updates_and_acknowledges(
         )
     lighting = page.locator('#areas tr[data-area="CY-JW"] td[data-metric="lighting_rate"]')
     expect(lighting).to_have_text("95.0 %", timeout=WAIT_MS)
+    # With its data coverage below full, the rate is shown greyed with the coverage beside it:
+    # a lamp with no data counts as not lit, so the operator must see how much data there was.
+    with psycopg.connect(migrated_db) as conn:
+        conn.execute(
+            "INSERT INTO rates_hourly (area_code, kind, metric, hour, numerator, denominator, "
+            "samples) VALUES ('CY-JW', 'streetlight', 'lighting_coverage', %s, 30, 60, 2)",
+            (hour,),
+        )
+    expect(lighting).to_have_text("95.0 % · data 50 %", timeout=WAIT_MS)
+    assert "lowcov" in (lighting.get_attribute("class") or "")
 
     # Live update of the alert list: an alert fired after the page loaded appears.
     assert page.is_visible(f'#alerts li[data-alert-id="{alert_id}"]')

@@ -27,6 +27,7 @@ from psycopg import sql
 
 from cityops import catalog
 from cityops.catalog import FieldType, Kind
+from cityops.complaints import INSERT_COMPLAINT_SQL
 from ingest.batcher import PendingBatch
 from ingest.decode import ms_to_datetime
 
@@ -42,14 +43,6 @@ _BINARY_TYPES = {
 DEAD_LETTER_COPY = (
     "COPY dead_letters (received_at, topic, payload, reason, detail) FROM STDIN (FORMAT BINARY)"
 )
-COMPLAINT_SQL = """
-INSERT INTO complaints (complaint_id, received_at, category, area_code, address, lat, lon,
-                        device_id, text, status, source)
-VALUES (%(complaint_id)s, %(received_at)s, %(category)s, %(area_code)s, %(address)s, %(lat)s,
-        %(lon)s, %(device_id)s, %(text)s, %(status)s, %(source)s)
-ON CONFLICT (complaint_id) DO NOTHING
-RETURNING complaint_id
-"""
 STATUS_EVENT_SQL = """
 INSERT INTO device_status_events (device_id, ts, kind, online, received_at)
 VALUES (%s, %s, %s, %s, %s)
@@ -147,7 +140,7 @@ def write_batch(
                 _write_dead_letters(cur, batch)
                 result.dead_letters = len(batch.dead_letters)
             for complaint in batch.complaints:
-                cur.execute(COMPLAINT_SQL, complaint)
+                cur.execute(INSERT_COMPLAINT_SQL, complaint)
                 if cur.fetchone() is not None:
                     result.complaints_stored.append(complaint["complaint_id"])
             for status in batch.statuses:

@@ -31,6 +31,7 @@ from api.routers.common import (
     split_cursor,
 )
 from cityops import catalog
+from cityops.complaints import INSERT_COMPLAINT_SQL
 from cityops.errors import CityopsError, ValidationError
 
 router = APIRouter(tags=["cases"])
@@ -314,16 +315,6 @@ def get_complaint(
     if row is None:
         raise not_found(f"there is no complaint {complaint_id!r}")
     return _complaint(row)
-
-
-INSERT_COMPLAINT_SQL = """
-INSERT INTO complaints (complaint_id, received_at, category, area_code, address, lat, lon,
-                        device_id, text, status, source)
-VALUES (%(complaint_id)s, %(received_at)s, %(category)s, %(area_code)s, %(address)s, %(lat)s,
-        %(lon)s, %(device_id)s, %(text)s, %(status)s, %(source)s)
-ON CONFLICT (complaint_id) DO NOTHING
-RETURNING complaint_id
-"""
 
 
 def _directory_for(conn: psycopg.Connection[Any], device_id: str | None) -> DeviceDirectory:

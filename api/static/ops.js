@@ -140,6 +140,7 @@
   function setDotState(dot, st) {
     for (const c of [...dot.classList]) if (c.startsWith("st-")) dot.classList.remove(c);
     dot.classList.add(`st-${st}`);
+    dot.dataset.state = st;
   }
 
   function applyAlert(al) {
@@ -184,6 +185,17 @@
     const rows = data.devices;
     $("#map-count").textContent = `${rows.length}${data.truncated ? "+" : ""} positioned`;
     if (!rows.length) { svg.replaceChildren(); state.dots.clear(); return; }
+    // The periodic refresh of an unchanged fleet only recolours the dots whose state changed:
+    // rebuilding tens of thousands of SVG nodes every 30 s would stall the page each time.
+    if (rows.length === state.dots.size && rows.every((row) => state.dots.has(row[0]))) {
+      for (const [id, kind, area, , , st] of rows) {
+        const dot = state.dots.get(id);
+        if (dot.dataset.state !== st) setDotState(dot, st);
+        dot.dataset.kind = kind;
+        dot.dataset.area = area;
+      }
+      return;
+    }
     let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
     for (const r of rows) { x0 = Math.min(x0, r[3]); x1 = Math.max(x1, r[3]); y0 = Math.min(y0, r[4]); y1 = Math.max(y1, r[4]); }
     const k = Math.cos(((y0 + y1) / 2) * Math.PI / 180); // degrees of longitude are shorter
@@ -200,17 +212,36 @@
       c.setAttribute("cx", ((lon - x0) * k * scale).toFixed(1));
       c.setAttribute("cy", ((y1 - lat) * scale).toFixed(1));
       c.setAttribute("r", String(r));
-      c.setAttribute("class", `st-${st}`);
       c.setAttribute("data-device", id);
+      c.dataset.kind = kind;
+      c.dataset.area = area;
+      setDotState(c, st);
       if (state.device && state.device.id === id) c.classList.add("selected");
-      c.addEventListener("click", () => follow(id, kind, area));
-      const t = document.createElementNS(ns, "title");
-      t.textContent = `${id} (${kind}, ${area}): ${st}`;
-      c.append(t);
       frag.append(c);
       state.dots.set(id, c);
     }
     svg.replaceChildren(frag);
+  }
+
+  // One listener for every dot (not one per dot: a district has tens of thousands).
+  function mapDot(event) {
+    const dot = event.target.closest && event.target.closest("circle[data-device]");
+    return dot && state.dots.get(dot.dataset.device) === dot ? dot : null;
+  }
+
+  function wireMap() {
+    const svg = $("#map");
+    svg.addEventListener("click", (event) => {
+      const dot = mapDot(event);
+      if (dot) follow(dot.dataset.device, dot.dataset.kind, dot.dataset.area);
+    });
+    svg.addEventListener("mouseover", (event) => {
+      const dot = mapDot(event);
+      if (dot) {
+        $("#map-hover").textContent =
+          `${dot.dataset.device} · ${dot.dataset.kind} · ${dot.dataset.area} · ${dot.dataset.state}`;
+      }
+    });
   }
 
   // --- one device's readings -------------------------------------------------------------
@@ -340,6 +371,7 @@
     start();
   });
   $("#device-close").addEventListener("click", unfollow);
+  wireMap();
   $("#show-empty").addEventListener("change", () => {
     for (const snap of state.areas.values()) renderArea(snap);
   });

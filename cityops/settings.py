@@ -332,6 +332,29 @@ class ApiSettings(_Group):
     )
 
 
+class ReportSettings(_Group):
+    """Parameters of the monthly report that the plans and seeds leave open (docs/indicators.md).
+
+    Every report records the values it used, so a figure can be explained and reproduced.
+    """
+
+    heating_baseline_2020: float = Field(
+        default=0.69,
+        gt=0,
+        description="2020 heating complaints per 10,000 m² per season, the level the density "
+        "target is relative to (district: about 13,000 complaints over 2.24e8 m²).",
+    )
+    manhole_sla_h: float = Field(
+        default=24.0, gt=0, le=24 * 90, description="Hours within which a manhole case must close."
+    )
+    radius_cell_km: float = Field(
+        default=0.5,
+        gt=0.05,
+        le=10,
+        description="Grid cell of the effective charging service radius (smaller: finer, slower).",
+    )
+
+
 class LogSettings(_Group):
     """Log output."""
 
@@ -361,6 +384,7 @@ class Settings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     alerts: AlertsSettings = AlertsSettings()
     api: ApiSettings = ApiSettings()
+    report: ReportSettings = ReportSettings()
     timezone: str = Field(
         default="Asia/Shanghai", description="Local time zone used only at the edges."
     )

@@ -32,9 +32,6 @@ from stream import queries, radius
 from stream import registry as stream_registry
 
 SCHEMA = 1
-HEATING_BASELINE_2020 = 0.69  # district complaints per 10,000 m² per season (domain.md)
-MANHOLE_SLA_HOURS = 24.0
-RADIUS_CELL_KM = 0.5
 SENSOR_SOURCE = "cityops sensors"
 
 Progress = Callable[[str], None]
@@ -330,6 +327,7 @@ def _ranks(values: dict[str, float | None], better: str) -> dict[str, int]:
 
 
 def _rate_rows(
+    settings: Settings,
     month: Month,
     district: str,
     areas: list[AreaInfo],
@@ -374,9 +372,8 @@ def _rate_rows(
                 "ranked": ranked,
             }
             if m.metric == "complaint_density":
-                row["vs_2020"] = (
-                    _r(value / HEATING_BASELINE_2020 - 1) if value is not None else None
-                )
+                base = settings.report.heating_baseline_2020
+                row["vs_2020"] = _r(value / base - 1) if value is not None else None
             rows.append(row)
     return rows
 
@@ -385,7 +382,11 @@ def _rate_rows(
 
 
 def _radius(
-    conn: psycopg.Connection[Any], month: Month, district: str, codes: set[str]
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    month: Month,
+    district: str,
+    codes: set[str],
 ) -> list[dict[str, Any]]:
     area_index = stream_registry.load_areas(conn)
     devices = stream_registry.load_devices(conn, Kind.CHARGER, area_index)
@@ -398,7 +399,8 @@ def _radius(
         ).fetchall()
     }
     out = []
-    for r in radius.service_radius(area_index, devices, available, cell_km=RADIUS_CELL_KM):
+    cell_km = settings.report.radius_cell_km
+    for r in radius.service_radius(area_index, devices, available, cell_km=cell_km):
         if r.scope != district and r.scope not in codes:
             continue
         n_conn = (
@@ -529,12 +531,21 @@ GROUP BY 1
 
 
 def _manhole(
-    conn: psycopg.Connection[Any], month: Month, district: str, codes: list[str]
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    month: Month,
+    district: str,
+    codes: list[str],
 ) -> list[dict[str, Any]]:
     per: dict[str, tuple[int, int, float | None, int, int, int]] = {}
     for area, n, acked, ack_s, repeat, with_case, in_sla in conn.execute(
         MANHOLE_ALARMS_SQL,
-        {"sla": MANHOLE_SLA_HOURS * 3600, "start": month.start, "end": month.end, "codes": codes},
+        {
+            "sla": settings.report.manhole_sla_h * 3600,
+            "start": month.start,
+            "end": month.end,
+            "codes": codes,
+        },
     ).fetchall():
         per[area] = (
             int(n),
@@ -822,13 +833,13 @@ def build(
     cur = _sums(conn, settings, district, month.start, month.end)
     prev = _sums(conn, settings, district, month.shift(-1).start, month.shift(-1).end)
     yoy = _sums(conn, settings, district, month.shift(-12).start, month.shift(-12).end)
-    rate_rows = _rate_rows(month, district, areas, cur, prev, yoy)
+    rate_rows = _rate_rows(settings, month, district, areas, cur, prev, yoy)
     step("charging radius")
-    radius_rows = _radius(conn, month, district, set(codes))
+    radius_rows = _radius(conn, settings, month, district, set(codes))
     step("cases and hotline")
     case_rows = _cases(conn, month, district, codes)
     hotline_rows = _hotline(conn, month, district, codes)
-    manhole_rows = _manhole(conn, month, district, codes)
+    manhole_rows = _manhole(conn, settings, month, district, codes)
     step("coverage and trends")
     coverage_rows = _coverage(conn, month, codes, cur)
     trends = _trends(conn, settings, month, district)
@@ -885,9 +896,9 @@ def build(
             "schedule": settings.schedule.model_dump(mode="json"),
             "stream": settings.stream.model_dump(mode="json"),
             "report": {
-                "heating_baseline_2020": HEATING_BASELINE_2020,
-                "manhole_sla_hours": MANHOLE_SLA_HOURS,
-                "radius_cell_km": RADIUS_CELL_KM,
+                "heating_baseline_2020": settings.report.heating_baseline_2020,
+                "manhole_sla_hours": settings.report.manhole_sla_h,
+                "radius_cell_km": settings.report.radius_cell_km,
                 "rollup": "Σnumerator ÷ Σdenominator over local-month hours and areas",
                 "ranking": "competition ranking over the district's streets/townships",
             },

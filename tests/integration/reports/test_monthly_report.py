@@ -281,3 +281,22 @@ def test_bad_inputs_are_clear_errors(report_db: str) -> None:
 def _build_month(dsn: str, month: str) -> dict[str, Any]:
     with psycopg.connect(dsn) as conn:
         return monthly.build(conn, _settings(dsn), month)
+
+
+def test_open_parameters_come_from_settings_and_are_recorded(report_db: str) -> None:
+    """The 2020 heating level, the manhole SLA and the radius grid are settings, not constants."""
+    from cityops.settings import ReportSettings
+
+    settings = _settings(report_db).model_copy(
+        update={
+            "report": ReportSettings(heating_baseline_2020=0.8, manhole_sla_h=1, radius_cell_km=1)
+        }
+    )
+    with psycopg.connect(report_db, options="-c TimeZone=UTC") as conn:
+        report = monthly.build(conn, settings, "2026-01")
+    assert _row(report, "rates", JW, "complaint_density")["vs_2020"] == round(3 / 2.5 / 0.8 - 1, 9)
+    assert report["parameters"]["report"]["heating_baseline_2020"] == 0.8
+    assert report["parameters"]["report"]["manhole_sla_hours"] == 1
+    assert report["parameters"]["report"]["radius_cell_km"] == 1
+    default = _build(report_db)
+    assert default["parameters"]["report"]["heating_baseline_2020"] == 0.69

@@ -48,6 +48,8 @@ class PublisherConfig:
     max_pending: int = 5_000
     max_inflight: int = 200
     connect_timeout_s: float = 15.0
+    # With max_pending messages unacknowledged, how long to wait for the broker before giving up.
+    ack_timeout_s: float = 60.0
 
 
 @dataclass(kw_only=True)
@@ -208,8 +210,16 @@ class Publisher:
             if self._next_slot > now:
                 self.service_until(self._next_slot)
             self._next_slot = max(self._next_slot, now) + 1.0 / c.max_rate
-        while self.stats.pending >= c.max_pending:
-            self.service(0.05)
+        if self.stats.pending >= c.max_pending:
+            # Bounded: a broker that stops acknowledging must end the run, not hang it.
+            deadline = time.monotonic() + c.ack_timeout_s
+            while self.stats.pending >= c.max_pending:
+                if time.monotonic() > deadline:
+                    raise PublishError(
+                        f"the broker acknowledged nothing for {c.ack_timeout_s:g} s with "
+                        f"{self.stats.pending} messages pending"
+                    )
+                self.service(0.05)
         client = self._client_for(message.sender)
         if client is None:
             # Per-device mode: a lamp behind a cabinet has no login of its own, so its status

@@ -297,6 +297,10 @@ class PrivateBroker:
 # --- the parts ----------------------------------------------------------------------------------
 
 
+# How long one part may take to stop before the demo goes on without it.
+STOP_LIMIT_S = 20.0
+
+
 class _Stack:
     """Everything started, stopped last-first; one failing stop does not skip the others."""
 
@@ -306,14 +310,37 @@ class _Stack:
     def push(self, name: str, stop: Callable[[], object]) -> None:
         self._stoppers.append((name, stop))
 
-    def close(self) -> None:
+    def close(self, limit_s: float = STOP_LIMIT_S) -> None:
+        """Stop each part within ``limit_s``; a part that hangs is left behind, not waited for.
+
+        The private PostgreSQL and mosquitto are stopped last, so they are always stopped even
+        when a part before them hangs.
+        """
         while self._stoppers:
             name, stop = self._stoppers.pop()
-            try:
-                stop()
+            failed: list[BaseException] = []
+            worker = threading.Thread(
+                target=_run_stop, args=(stop, failed), name=f"demo-stop-{name}", daemon=True
+            )
+            worker.start()
+            worker.join(limit_s)
+            if worker.is_alive():
+                log.error("demo_stop_timeout", part=name, limit_s=limit_s)
+                err_console.print(
+                    f"  stopping {name} took over {limit_s:.0f} s; going on without it",
+                    highlight=False,
+                )
+            elif failed:
+                err_console.print(f"  stopping {name} failed: {failed[0]}", highlight=False)
+            else:
                 err_console.print(f"  stopped {name}", highlight=False)
-            except Exception as err:
-                err_console.print(f"  stopping {name} failed: {err}", highlight=False)
+
+
+def _run_stop(stop: Callable[[], object], failed: list[BaseException]) -> None:
+    try:
+        stop()
+    except Exception as err:
+        failed.append(err)
 
 
 def _configured(settings: Settings, group: str) -> bool:
@@ -427,7 +454,12 @@ class _SimulatorThread:
 
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(30)
+            self._thread.join(15)
+        if self._thread.is_alive():
+            # Still inside a publish: the publisher is not thread-safe, so leave it to the
+            # thread (a daemon) rather than close it from here underneath it.
+            log.warning("demo_simulators_still_running")
+            return
         if self._publisher is not None:
             direct, _ = runner.device_list(self.sim)
             self._publisher.close(offline=direct, ts_ms=self.sim.end_ms)

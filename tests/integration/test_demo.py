@@ -107,7 +107,11 @@ def test_demo_starts_serves_and_stops_cleanly(data_dir: Path, tmp_path: Path) ->
                         break
 
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(STOP_S) == 0, _tail(tmp_path)
+        try:
+            code = proc.wait(STOP_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the demo did not stop in {STOP_S} s; its log ends:\n{_tail(tmp_path)}")
+        assert code == 0, _tail(tmp_path)
         for _ in range(100):
             if not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children):
                 break

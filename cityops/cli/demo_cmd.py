@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -310,12 +311,15 @@ class _Stack:
     def push(self, name: str, stop: Callable[[], object]) -> None:
         self._stoppers.append((name, stop))
 
-    def close(self, limit_s: float = STOP_LIMIT_S) -> None:
+    def close(self, limit_s: float = STOP_LIMIT_S) -> list[str]:
         """Stop each part within ``limit_s``; a part that hangs is left behind, not waited for.
+
+        Returns the names of the parts left behind.
 
         The private PostgreSQL and mosquitto are stopped last, so they are always stopped even
         when a part before them hangs.
         """
+        left: list[str] = []
         while self._stoppers:
             name, stop = self._stoppers.pop()
             failed: list[BaseException] = []
@@ -325,6 +329,7 @@ class _Stack:
             worker.start()
             worker.join(limit_s)
             if worker.is_alive():
+                left.append(name)
                 log.error("demo_stop_timeout", part=name, limit_s=limit_s)
                 err_console.print(
                     f"  stopping {name} took over {limit_s:.0f} s; going on without it",
@@ -334,6 +339,7 @@ class _Stack:
                 err_console.print(f"  stopping {name} failed: {failed[0]}", highlight=False)
             else:
                 err_console.print(f"  stopped {name}", highlight=False)
+        return left
 
 
 def _run_stop(stop: Callable[[], object], failed: list[BaseException]) -> None:
@@ -546,8 +552,15 @@ def demo(
         finally:
             _hold_signals()
             err_console.print("stopping ...")
-            stack.close()
+            left = stack.close()
     out.print("cityops demo stopped")
+    if left:
+        # A part left behind may hold non-daemon threads that would keep the interpreter from
+        # exiting; the private servers are stopped, so end the process here.
+        err_console.print(f"left behind while stopping: {', '.join(left)}", highlight=False)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _start_services(settings: Settings, root: Path, stack: _Stack) -> Settings:

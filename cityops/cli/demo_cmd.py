@@ -473,16 +473,23 @@ class _SimulatorThread:
 
 @contextlib.contextmanager
 def _signals_raise_interrupt() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C, so both run the same orderly shutdown."""
+    """SIGTERM behaves like Ctrl-C, so both run the same orderly shutdown.
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
+    SIGINT gets the handler explicitly: a process started in the background by a
+    non-interactive shell inherits SIGINT as ignored, and Python then installs no handler, so
+    Ctrl-C (or ``kill -INT``) would never stop the demo.
+    """
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous_term = signal.signal(signal.SIGTERM, on_signal)
+    previous_int = signal.signal(signal.SIGINT, on_signal)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _hold_signals() -> None:

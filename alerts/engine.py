@@ -42,7 +42,7 @@ from alerts.rules import (
     ThresholdRule,
 )
 from cityops import catalog
-from cityops.batch import CommittedBatch, KindBatch, StatusChange
+from cityops.batch import CAUSES, AnomalyScores, CommittedBatch, KindBatch, StatusChange
 from cityops.catalog import Kind, PowerState, ScheduleClass
 from cityops.schedule import HeatingCalendar, LightingSchedule
 
@@ -52,9 +52,6 @@ Notify = Callable[[Sequence[AlertNotice]], None]
 
 _POWER = catalog.STREETLIGHT.reading_field("power_state")
 _OFF_CODE = (_POWER.allowed or ()).index(PowerState.OFF.value) if _POWER else -1
-
-ANOMALY_ALPHA = 0.05
-ANOMALY_WARMUP = 10
 
 
 def _ms_to_dt(ms: int) -> datetime:
@@ -80,14 +77,6 @@ class _Held:
 
     notice: AlertNotice
     until: datetime
-
-
-@dataclass
-class _Anomaly:
-    mean: float = 0.0
-    var: float = 0.0
-    n: int = 0
-    over: int = 0
 
 
 @dataclass(kw_only=True)
@@ -167,7 +156,10 @@ class AlertEngine:
         # every reading was a third of the evaluation cost.
         self._labels: dict[str, dict[str, str]] = {}
         self._fingerprints: dict[tuple[str, str], str] = {}
-        self._anomaly: dict[tuple[str, str], _Anomaly] = {}
+        # Anomaly episodes (AnomalyRule): since when an open episode's score has stayed below
+        # its rule's clear level, by fingerprint. The scores come from the stream core.
+        self._calm_since: dict[str, datetime] = {}
+        self.anomaly_batches_unscored = 0
         # Firing member alerts not yet notified, by fingerprint (see _hold_of). In memory only:
         # an alert held when the process stops is not notified by the next one.
         self._held: dict[str, _Held] = {}
@@ -212,7 +204,8 @@ class AlertEngine:
         with self._lock:
             transitions: list[Transition] = []
             for kind, kb in batch.readings.items():
-                transitions += self._eval_readings(kind, kb)
+                scores = batch.anomaly.get(kind)
+                transitions += self._eval_readings(kind, kb, scores)
             transitions += self._eval_status(batch.status_changes)
             transitions += self._eval_groups(transitions)
             return self._commit(transitions, batch.complaints)
@@ -249,8 +242,15 @@ class AlertEngine:
             and isinstance(r, ThresholdRule | StateRule | ScheduleRule | AnomalyRule)
         ]
 
-    def _eval_readings(self, kind: Kind, kb: KindBatch) -> list[Transition]:
+    def _eval_readings(  # noqa: PLR0912 (one pass over the readings, every rule type)
+        self, kind: Kind, kb: KindBatch, scores: AnomalyScores | None = None
+    ) -> list[Transition]:
         rules = self._rules_for(kind)
+        if scores is None and any(isinstance(r, AnomalyRule) for r in rules):
+            # The stream core did not score this batch (not wired in, or it failed): anomaly
+            # rules cannot judge it; counted so it shows, instead of alerting on nothing.
+            self.anomaly_batches_unscored += 1
+            rules = [r for r in rules if not isinstance(r, AnomalyRule)]
         nodata = [
             r
             for r in self.rules.rules.enabled()
@@ -291,6 +291,10 @@ class AlertEngine:
                     value: Any = None
                 elif isinstance(rule, ScheduleRule):
                     obs, value = self._observe_schedule(rule, kb, i, info, due)
+                elif isinstance(rule, AnomalyRule):
+                    obs, value = self._observe_anomaly(
+                        rule, kb, i, scores, self._fingerprint(rule.name, device_id, labels), at
+                    )
                 else:
                     obs, value = self._observe(rule, kb, i, info)
                 if obs is not None:
@@ -321,8 +325,6 @@ class AlertEngine:
             if v is None:
                 return None, None
             return (Observation.BREACH if v in rule.values else Observation.CLEAR), v
-        if isinstance(rule, AnomalyRule):
-            return self._anomaly_observe(rule, info.device_id, float(kb.columns[rule.field][i]))
         return None, None
 
     def _observe_schedule(
@@ -344,31 +346,38 @@ class AlertEngine:
             return (Observation.BREACH if due and not lit else Observation.CLEAR), state
         return (Observation.BREACH if lit and not due else Observation.CLEAR), state
 
-    def _anomaly_observe(
-        self, rule: AnomalyRule, device_id: str, x: float
+    def _observe_anomaly(  # noqa: PLR0911 (one return per episode state)
+        self,
+        rule: AnomalyRule,
+        kb: KindBatch,
+        i: int,
+        scores: AnomalyScores | None,
+        fingerprint: str,
+        at: datetime,
     ) -> tuple[Observation | None, Any]:
-        if math.isnan(x):
+        """Episode semantics on the stream core's score (see ``AnomalyRule``)."""
+        if scores is None or scores.field != rule.field:
             return None, None
-        st = self._anomaly.setdefault((device_id, rule.field), _Anomaly())
-        obs: Observation | None = None
-        if st.n >= ANOMALY_WARMUP:
-            score = abs(x - st.mean) / math.sqrt(st.var + 1e-9)
-            st.over = st.over + 1 if score > rule.score else 0
-            obs = (
-                Observation.BREACH
-                if st.over >= rule.samples
-                else (Observation.CLEAR if st.over == 0 else Observation.BAND)
-            )
-        # EWMA of mean and variance (West's incremental form).
-        if st.n == 0:
-            st.mean = x
-        else:
-            diff = x - st.mean
-            incr = ANOMALY_ALPHA * diff
-            st.mean += incr
-            st.var = (1 - ANOMALY_ALPHA) * (st.var + diff * incr)
-        st.n += 1
-        return obs, x
+        score = float(scores.score[i])
+        if math.isnan(score):
+            return None, None
+        x = float(kb.columns[rule.field][i])
+        spec = catalog.KINDS[kb.kind].reading_field(rule.field)
+        unit = f" {spec.unit}" if spec is not None and spec.unit else ""
+        value = f"{x:g}{unit} ({CAUSES[int(scores.cause[i])]}, score {score:.1f})"
+        if score >= rule.score:
+            self._calm_since.pop(fingerprint, None)
+            return Observation.BREACH, value
+        if fingerprint not in self.lifecycle.open:
+            return Observation.CLEAR, value
+        if score >= rule.clear_below:
+            self._calm_since.pop(fingerprint, None)
+            return Observation.BAND, value
+        since = self._calm_since.setdefault(fingerprint, at)
+        if at - since >= rule.hold:
+            del self._calm_since[fingerprint]
+            return Observation.CLEAR, value
+        return Observation.BAND, value
 
     def _eval_status(self, changes: Sequence[StatusChange]) -> list[Transition]:
         out: list[Transition] = []

@@ -183,19 +183,39 @@ class NoDataRule(_Rule):
 
 
 class AnomalyRule(_Rule):
-    """The stream core's anomaly score of ``field`` above ``score`` for ``samples`` readings."""
+    """An anomaly episode on the stream core's score of ``field`` (docs/alerts.md).
+
+    The episode fires at the first reading that scores ``score`` or more and resolves once the
+    score has stayed below ``clear`` for ``hold`` (in the readings' time): one alert per episode,
+    not one per reading. ``for`` delays the firing as for any rule (default: none).
+    """
 
     type: Literal["anomaly"]
     field: str
     score: float = Field(gt=0)
-    samples: int = Field(default=3, ge=1, le=1000)
+    clear: float | None = Field(default=None, gt=0)  # default: half of ``score``
+    hold: Duration = timedelta(minutes=30)
 
     @model_validator(mode="after")
     def _check(self) -> AnomalyRule:
+        from stream.state import STATE_FIELD
+
         spec = self._field_spec(self.field)
         if spec.type is not FieldType.FLOAT:
             raise ValueError(f"field: {self.field!r} is not a float field")
+        if self.kind is not None and STATE_FIELD[self.kind] != self.field:
+            raise ValueError(
+                f"field: the stream core scores {STATE_FIELD[self.kind]!r} of a "
+                f"{self.kind.value}, not {self.field!r}"
+            )
+        if self.clear is not None and self.clear >= self.score:
+            raise ValueError("clear: must be below score")
         return self
+
+    @property
+    def clear_below(self) -> float:
+        """The score under which the episode counts as calm."""
+        return self.clear if self.clear is not None else self.score / 2
 
 
 class ScheduleRule(_Rule):

@@ -128,6 +128,24 @@ class StatusChange:
     ts: datetime
 
 
+CAUSES = ("", "value", "flat", "noise")  # AnomalyScores.cause codes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AnomalyScores:
+    """The stream core's anomaly score of each reading of one kind's followed field.
+
+    ``score`` is float64 per reading of the kind's ``KindBatch`` (same order), NaN where the
+    reading was not scored (warm-up, late, duplicate, value missing); ``cause`` is an int8 code
+    into ``CAUSES``: which statistic scored highest (value off its baseline, a run of repeated
+    values, a burst of noise).
+    """
+
+    field: str
+    score: np.ndarray
+    cause: np.ndarray
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CommittedBatch:
     """Everything one ingest commit stored, handed to the consumers after the commit."""
@@ -137,6 +155,9 @@ class CommittedBatch:
     readings: Mapping[Kind, KindBatch] = field(default_factory=dict)
     complaints: Sequence[Mapping[str, Any]] = ()
     status_changes: Sequence[StatusChange] = ()
+    # Filled in by the stream core (the consumer that runs before the alert engine) with the
+    # anomaly scores of this batch's readings; the alert engine reads them and scores nothing.
+    anomaly: dict[Kind, AnomalyScores] = field(default_factory=dict)
 
     @property
     def reading_count(self) -> int:

@@ -186,6 +186,9 @@ class FieldSpec:
     allowed: tuple[str, ...] | None = None
     required: bool = False
     max_length: int | None = None
+    # The smallest step the sensor reports (its resolution): the anomaly detector's floor on the
+    # spread, so a noise-free series never scores infinity (docs/alerts.md).
+    resolution: float | None = None
 
     def check(self, value: Any) -> Any:
         """Return ``value`` coerced to this field's type, or raise ValidationError."""
@@ -241,7 +244,8 @@ class FieldSpec:
         if self.allowed:
             return ", ".join(f"`{a}`" for a in self.allowed)
         if self.minimum is not None and self.maximum is not None:
-            return f"{self.minimum:g} .. {self.maximum:g}"
+            step = f", step {self.resolution:g}" if self.resolution is not None else ""
+            return f"{self.minimum:g} .. {self.maximum:g}{step}"
         if self.minimum is not None:
             return f">= {self.minimum:g}"
         if self.maximum is not None:
@@ -395,6 +399,7 @@ STREETLIGHT = KindSpec(
             unit="W",
             minimum=0,
             maximum=5000,
+            resolution=0.1,
             description="Active power drawn by the lamp.",
         ),
         FieldSpec(
@@ -480,6 +485,7 @@ MANHOLE = KindSpec(
             unit="cm",
             minimum=0,
             maximum=2000,
+            resolution=0.1,
             description="Water depth in the well, measured from the well bottom.",
         ),
         FieldSpec(
@@ -540,6 +546,7 @@ HEATING = KindSpec(
             minimum=-40,
             maximum=60,
             required=True,
+            resolution=0.1,
             description="Room air temperature.",
         ),
         FieldSpec(
@@ -598,6 +605,7 @@ CHARGER = KindSpec(
             unit="kW",
             minimum=0,
             maximum=1000,
+            resolution=0.01,
             description="Instantaneous charging power.",
         ),
         FieldSpec(
@@ -650,6 +658,14 @@ KINDS: Mapping[Kind, KindSpec] = {
     spec.kind: spec for spec in (STREETLIGHT, MANHOLE, HEATING, CHARGER)
 }
 
+# The reading field the stream core's anomaly detector follows per kind (stream/state.py) and the
+# simulators inject anomaly shapes into (simulators/shapes.py).
+ANOMALY_FIELD: Mapping[Kind, str] = {
+    Kind.STREETLIGHT: "power_w",
+    Kind.MANHOLE: "water_level_cm",
+    Kind.HEATING: "temperature_c",
+    Kind.CHARGER: "power_kw",
+}
 _READING_INDEX: dict[Kind, dict[str, FieldSpec]] = {
     kind: {f.name: f for f in spec.readings} for kind, spec in KINDS.items()
 }

@@ -249,8 +249,50 @@ class StreamSettings(_Group):
     displacement_alarm_mm: float = Field(
         default=20.0, gt=0, description="Displacement at or above this is a displacement alarm."
     )
-    ewma_alpha: float = Field(
-        default=0.1, gt=0, le=1, description="Weight of a new reading in the EWMA mean/variance."
+    anomaly_memory: int = Field(
+        default=500,
+        ge=10,
+        le=1_000_000,
+        description="Readings of memory of the anomaly detector's spread (and, divided over the "
+        "slots, of each slot's baseline): hours to days of a sensor's readings.",
+    )
+    anomaly_level_memory: int = Field(
+        default=72,
+        ge=2,
+        le=1_000_000,
+        description="Readings of memory of a seasonal field's level (its slow, weather-driven "
+        "changes under the daily shape).",
+    )
+    anomaly_warmup: int = Field(
+        default=24, ge=2, le=100_000, description="Readings a sensor is learnt before it is scored."
+    )
+    anomaly_clip: float = Field(
+        default=3.0, gt=0, le=100, description="Residuals are clipped at this many σ when learnt."
+    )
+    anomaly_fast_alpha: float = Field(
+        default=0.3, gt=0, lt=1, description="Weight of a reading in the short-term spread."
+    )
+    anomaly_flat_log10: float = Field(
+        default=6.0,
+        gt=0,
+        le=50,
+        description="A run of repeated values as unlikely as 10^-this scores anomaly_z_ref.",
+    )
+    anomaly_noise_ratio: float = Field(
+        default=5.0,
+        gt=1,
+        le=100,
+        description="A short-term σ this many times the usual one scores anomaly_z_ref.",
+    )
+    anomaly_z_ref: float = Field(
+        default=7.0,
+        gt=0,
+        le=1000,
+        description="The score the flat and noise statistics are "
+        "scaled to at their reference levels (the shipped rules fire at 7).",
+    )
+    anomaly_save_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="The detector state is saved this often."
     )
     flatline_min: int = Field(
         default=360, ge=1, description="A value unchanged this long (minutes) is a flatline."

@@ -21,6 +21,7 @@ from cityops.catalog import Kind, ScheduleClass
 from cityops.schedule import HeatingCalendar, LightingSchedule
 from cityops.settings import ScheduleSettings
 from simulators import faults as faults_mod
+from simulators import shapes
 from simulators.clock import from_ms, rfc3339, to_ms
 from simulators.devices.base import DeviceModel, TickInfo
 from simulators.devices.charger import ChargerModel
@@ -33,6 +34,7 @@ from simulators.scenario import KIND_ORDER, Scenario
 from simulators.weather import Weather, local_hour
 
 _TICK_STREAM = 5_000
+_SHAPE_NOISE = 9_000
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -93,6 +95,8 @@ class Simulation:
         timezone: str = "Asia/Shanghai",
         births: bool = True,
         rfc3339_share: float = 0.25,
+        shape_rate: float = 0.0,
+        shape_after: timedelta = timedelta(0),
     ) -> None:
         if tick_s < 1 or (3600 % tick_s and tick_s % 60):
             raise ValueError("tick_s must divide an hour or be a whole number of minutes")
@@ -120,6 +124,23 @@ class Simulation:
                     constraints=self._constraints(),
                 ),
             )
+        if shape_rate > 0:
+            # Anomaly shapes (simulators/shapes.py) on devices without another fault, from
+            # ``shape_after`` on (a detector has learnt the devices by then).
+            faults = faults + shapes.plan_shapes(
+                scenario.tables,
+                PlanContext(
+                    seed=self.seed,
+                    start_ms=self.start_ms + int(shape_after.total_seconds() * 1000),
+                    end_ms=self.end_ms,
+                    tick_ms=self.tick_ms,
+                    rate=shape_rate,
+                ),
+                shape_rate,
+                busy={d for f in faults for d in f.device_ids},
+                constraints={(Kind.STREETLIGHT, FaultType.FLATLINE): self._night_start},
+            )
+            faults.sort(key=lambda f: (f.start_ms, f.fault_id))
         self.faults = faults
         self.complaints: list[Complaint] = plan_complaints(
             scenario,
@@ -215,6 +236,11 @@ class Simulation:
             FaultType.COLD_ROOM: in_season,
         }
 
+    def _night_start(self, start: int, end: int) -> tuple[int, int] | None:
+        """A window that starts while both lamp classes are due on (a lamp frozen by day shows
+        nothing: its standby power never changes anyway)."""
+        return (start, end) if self._night(start) else None
+
     def noticeable(self, fault: Fault, t_ms: int) -> bool:
         """Whether a citizen can notice ``fault`` at ``t_ms`` (for the hotline)."""
         if fault.fault_type in (FaultType.LAMP_OUT, FaultType.FLICKER, FaultType.CABINET_OUTAGE):
@@ -249,7 +275,13 @@ class Simulation:
             weather = (self.weather.outdoor_c(t), self.weather.rain_mm_h(t))
             for kind, state in self._kinds.items():
                 masks = _masks(active, kind, state.model.n)
-                self._step_kind(kind, state, k, t, weather, masks, out)
+                shaped = {
+                    i: f
+                    for f in active
+                    if f.kind is kind and "shape" in f.params  # planned by shapes.plan_shapes
+                    for i in f.indices
+                }
+                self._step_kind(kind, state, k, t, weather, masks, out, shaped)
             lingering = self._settle(lingering, t)
             tick_end = t + self.tick_ms
             while (
@@ -296,6 +328,7 @@ class Simulation:
         weather: tuple[float, float],
         masks: dict[FaultType, npt.NDArray[np.bool_]],
         out: TickOutput,
+        shaped: Mapping[int, Fault] | None = None,
     ) -> None:
         model = state.model
         n = model.n
@@ -355,6 +388,16 @@ class Simulation:
             values = {name: cols[name][j] for name in names if cols[name][j] is not None}
             if frozen[j]:
                 values = dict(state.frozen.setdefault(i, values))
+            fault = shaped.get(i) if shaped else None
+            if fault is not None:
+                if fault.fault_type in shapes.VALUE_SHAPES:
+                    field = str(fault.params["field"])
+                    shape_rng = np.random.default_rng([self.seed, _SHAPE_NOISE, k, i])
+                    shaped_value = shapes.apply(fault, values.get(field), ts_ms[j], shape_rng)
+                    if shaped_value is not None:
+                        values[field] = shaped_value
+                else:  # flatline: frozen above; count the readings it froze
+                    fault.params["readings"] = int(fault.params.get("readings", 0)) + 1
             ts: int | str = rfc3339(ts_ms[j]) if rfc[j] else ts_ms[j]
             out.readings.append(
                 Reading(kind=kind, device_id=ids[j], gateway_id=gws[j], ts=ts, values=values)

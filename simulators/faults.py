@@ -40,6 +40,13 @@ class FaultType(StrEnum):
     FAULTED = "faulted"
     SITE_OFFLINE = "site_offline"
     STUCK_FINISHING = "stuck_finishing"
+    # Anomaly shapes in the anomaly detector's field (simulators/shapes.py); FLATLINE above is
+    # also one. Planned only when a run asks for them (``Simulation(shape_rate=...)``).
+    SPIKE = "spike"
+    STEP = "step"
+    DRIFT = "drift"
+    STUCK = "stuck"
+    NOISY = "noisy"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -237,14 +244,24 @@ def _free_groups(
 def _draw_window(
     rng: np.random.Generator, ctx: PlanContext, ftype: FaultType, spec: FaultKindSpec
 ) -> tuple[int, int] | None:
-    min_ms = int(spec.min_h * _HOUR_MS)
+    return draw_window(rng, ctx, spec.min_h, spec.max_h, ctx.constraints.get(ftype))
+
+
+def draw_window(
+    rng: np.random.Generator,
+    ctx: PlanContext,
+    min_h: float,
+    max_h: float,
+    constraint: Constraint | None,
+) -> tuple[int, int] | None:
+    """A fault window of ``min_h``..``max_h`` hours inside the run, tick-aligned, or None."""
+    min_ms = int(min_h * _HOUR_MS)
     latest = ctx.end_ms - min_ms
     if latest <= ctx.start_ms:
         return None
-    constraint = ctx.constraints.get(ftype)
     for _ in range(30):
         start = int(rng.integers(ctx.start_ms, latest))
-        end = start + int(rng.uniform(spec.min_h, spec.max_h) * _HOUR_MS)
+        end = start + int(rng.uniform(min_h, max_h) * _HOUR_MS)
         if constraint is not None:
             adjusted = constraint(start, end)
             if adjusted is None:

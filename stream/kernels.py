@@ -294,78 +294,178 @@ def accumulate(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (one l
     return folded
 
 
+SLOT_MEAN, SLOT_VAR, SLOT_COUNT, SLOT_SAME = 0, 1, 2, 3  # anomaly_update's per-slot layout
+
+
 @njit(cache=True, nogil=True)
-def sensor_update(  # type: ignore[no-untyped-def]
+def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (one loop: numba speed)
     dev,
     ts,
     val,
+    slot,
     order,
-    alpha,
-    flat_eps,
+    params,
+    carry,
     last_ts,
     last_val,
-    mean,
-    var,
-    med,
-    mad,
     count,
     flat_since,
+    last_slot,
+    start_ts,
+    level,
+    var,
+    fvar,
+    surprise,
+    slots,
     score,
+    cause,
 ):
-    """Update per-sensor online state from readings visited in ``order`` (ascending per device).
+    """Score readings (visited in ``order``, ascending per device), then learn from them.
 
-    Per sensor: last value and time; EWMA mean and variance (West's weighted update with weight
-    ``alpha``); a streaming median and median absolute deviation (sign-step estimates whose step
-    scales with the current MAD); the robust score ``|x - median| / (1.4826 * MAD)`` of the latest
-    reading computed *before* the reading updates the estimates; and ``flat_since``, the time from
-    which the value has stayed within ``flat_eps`` of the previous one. Late and duplicate
-    readings are skipped; a reading without the value (NaN) only moves the last time. Returns the
+    The detector of docs/alerts.md ("The anomaly detector"). ``params`` is a float64 array:
+    warmup, slot_warmup, level_memory, slot_memory, memory, clip, floor, rel_floor, eps,
+    fast_alpha, flat_log10, noise_ratio, z_ref, season_warmup_ms, reseed slot (-1: none)
+    (``stream.state.SensorState.params``).
+
+    Per sensor the baseline of a reading in *slot* ``s`` is ``level + slots[s, MEAN]``. With
+    ``carry`` (daily seasonality: ``s`` is the hour of the day) ``level`` follows the sensor's
+    slow changes (weather) over ``level_memory`` readings and the slots learn the daily shape;
+    a slot seen for the first time starts from the previous reading's slot (neighbouring hours
+    are alike), and the spread is one ``var`` over all slots. Without ``carry`` (``s`` is the
+    reported state, or a single slot) the level stays 0, each slot is its own baseline and
+    spread (a lamp's power is steadier off than on), learnt from the slot's ``slot_warmup``-th
+    reading on. The spread never goes below the field's resolution ``floor`` nor ``rel_floor``
+    times the baseline. A reading's score is computed *before* it updates any of that:
+    ``max(|x - baseline| / sd, flat, noise)`` where ``flat`` grows with the improbability of the
+    current run of repeated values (``slots[s, SAME]`` is how often the slot repeats; ``z_ref``
+    at ``10**-flat_log10``) and ``noise`` with the short-term spread ``fvar`` (``z_ref`` at
+    ``noise_ratio`` times the usual one). ``cause`` says which was largest (1 value, 2 flat,
+    3 noise). No score (NaN, cause 0) during the first ``warmup`` readings, and with ``carry``
+    before a whole day (``season_warmup_ms`` from ``start_ts``) has shown every hour once. With
+    ``reseed`` that slot, entered from another one, starts again from the entering reading,
+    unscored (a connector's power is set by each new car; what is judged is the session). Learning clips
+    residuals at ``clip`` standard deviations, so one outlier barely moves the baseline while a
+    lasting shift is learnt over the memory. Late and duplicate readings are skipped (NaN); a
+    reading without the value (NaN) or without a slot (< 0) only moves the last time. Returns the
     number of readings whose value was applied.
     """
+    warmup = params[0]
+    slot_warmup = params[1]
+    level_memory = params[2]
+    slot_memory = params[3]
+    memory = params[4]
+    clip = params[5]
+    floor2 = params[6] * params[6]
+    rel_floor = params[7]
+    eps = params[8]
+    fast_alpha = params[9]
+    flat_log10 = params[10]
+    noise_ratio = params[11]
+    z_ref = params[12]
+    season_warmup_ms = params[13]
+    reseed = params[14]  # the slot that restarts when entered, -1 none
     applied = 0
     for r in range(order.shape[0]):
         i = order[r]
         d = dev[i]
-        x = val[i]
+        score[i] = np.nan
+        cause[i] = 0
         if d < 0:
             continue
         t = ts[i]
         if last_ts[d] != NO_TS and t <= last_ts[d]:
             continue
-        if np.isnan(x):  # the sensor reported, without this value: alive, nothing to learn
+        x = val[i]
+        s = slot[i]
+        if np.isnan(x) or s < 0:  # the sensor reported, without this value: alive, nothing to learn
             last_ts[d] = t
             continue
-        if count[d] == 0:
-            mean[d] = x
-            var[d] = 0.0
-            med[d] = x
-            mad[d] = 0.0
-            score[d] = 0.0
-            flat_since[d] = t
-        else:
-            spread = 1.4826 * mad[d]
-            dev_abs = abs(x - med[d])
-            if spread > 0.0:
-                score[d] = dev_abs / spread
-            elif dev_abs > flat_eps:
-                score[d] = np.inf
+        n = count[d]
+        sl = slots[d, s]
+        if sl[SLOT_COUNT] == 0.0 and carry and n > 0:
+            prev = slots[d, last_slot[d]]
+            sl[SLOT_MEAN] = prev[SLOT_MEAN]
+            sl[SLOT_VAR] = prev[SLOT_VAR]
+            sl[SLOT_SAME] = prev[SLOT_SAME]
+            sl[SLOT_COUNT] = 1.0
+        repeat = n > 0 and abs(x - last_val[d]) <= eps
+        entered = s == reseed and n > 0 and s != last_slot[d] and sl[SLOT_COUNT] > 0.0
+        if entered:
+            sl[SLOT_MEAN] = x
+            surprise[d] = 0.0
+        if not carry and n > 0 and s != last_slot[d]:
+            # the short-term spread restarts from the new state's usual one
+            rel = rel_floor * x
+            fvar[d] = max(np.float64(sl[SLOT_VAR]), floor2, rel * rel)
+        if sl[SLOT_COUNT] > 0.0 and not entered:
+            mean = np.float64(sl[SLOT_MEAN])
+            slot_var = np.float64(sl[SLOT_VAR])
+            same = np.float64(sl[SLOT_SAME])
+            pred = level[d] + mean
+            resid = x - pred
+            rel = rel_floor * pred
+            v = max(var[d] if carry else slot_var, floor2, rel * rel)
+            sd = np.sqrt(v)
+            # --- score, before learning ---
+            if repeat:
+                surprise[d] -= np.log10(min(max(same, 0.01), 0.99))
             else:
-                score[d] = 0.0
-            diff = x - mean[d]
-            incr = alpha * diff
-            mean[d] += incr
-            var[d] = (1.0 - alpha) * (var[d] + diff * incr)
-            step = max(mad[d], flat_eps) * alpha
-            if x > med[d]:
-                med[d] = min(med[d] + step, x) if count[d] > 1 else x
-            elif x < med[d]:
-                med[d] = max(med[d] - step, x) if count[d] > 1 else x
-            mad[d] += alpha * (abs(x - med[d]) - mad[d])
-            if abs(x - last_val[d]) > flat_eps:
-                flat_since[d] = t
+                surprise[d] = 0.0
+            fv = (1.0 - fast_alpha) * fvar[d] + fast_alpha * resid * resid
+            k = np.float64(sl[SLOT_COUNT]) + 1.0
+            if carry:
+                judged = n >= warmup and t - start_ts[d] >= season_warmup_ms
+            else:
+                judged = n >= warmup and k > slot_warmup
+            if judged:
+                best = abs(resid) / sd
+                c = 1
+                zf = surprise[d] / flat_log10 * z_ref
+                if zf > best:
+                    best = zf
+                    c = 2
+                zn = np.sqrt(fv / v) / noise_ratio * z_ref
+                if zn > best:
+                    best = zn
+                    c = 3
+                score[i] = best
+                cause[i] = c
+                lim = clip * sd
+                rc = min(max(resid, -lim), lim)
+            else:
+                rc = resid
+            # --- learn ---
+            a_v = max(1.0 / (n + 1.0), 1.0 / memory)
+            var[d] += a_v * (rc * rc - var[d])
+            fvar[d] = (1.0 - fast_alpha) * fvar[d] + fast_alpha * rc * rc
+            if carry:
+                level[d] += max(1.0 / (n + 1.0), 1.0 / level_memory) * rc
+            a_s = max(1.0 / k, 1.0 / slot_memory)
+            sl[SLOT_MEAN] = mean + a_s * rc
+            sl[SLOT_VAR] = slot_var + max(1.0 / k, 1.0 / memory) * (rc * rc - slot_var)
+            sl[SLOT_SAME] = same + a_s * ((1.0 if repeat else 0.0) - same)
+            sl[SLOT_COUNT] = min(k, 1e9)
+        elif not entered:
+            if carry:  # the sensor's first reading: the level starts here, the shape at 0
+                level[d] = x
+                sl[SLOT_MEAN] = 0.0
+            else:
+                sl[SLOT_MEAN] = x
+            sl[SLOT_VAR] = 0.0
+            sl[SLOT_SAME] = 0.5
+            sl[SLOT_COUNT] = 1.0
+            if n == 0:
+                var[d] = 0.0
+                fvar[d] = 0.0
+                surprise[d] = 0.0
+        if n == 0:
+            start_ts[d] = t
+        if n == 0 or not repeat:
+            flat_since[d] = t
+        last_slot[d] = s
         last_val[d] = x
         last_ts[d] = t
-        count[d] += 1
+        count[d] = n + 1
         applied += 1
     return applied
 

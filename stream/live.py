@@ -21,7 +21,7 @@ import orjson
 import psycopg
 import structlog
 
-from cityops.batch import CommittedBatch, KindBatch, StatusChange
+from cityops.batch import AnomalyScores, CommittedBatch, KindBatch, StatusChange
 from cityops.catalog import Kind
 from cityops.partition import area_filter
 from cityops.schedule import HeatingCalendar
@@ -76,7 +76,7 @@ class LiveRates:
         for kind, index in devices.items():
             self._kinds[kind] = _KindLive(
                 folder=Folder(kind_rates(kind, settings), index, areas),
-                state=SensorState(kind, len(index), settings.stream),
+                state=SensorState(kind, len(index), settings.stream, settings.timezone),
                 hours={},
                 dirty=set(),
                 reopened=set(),
@@ -88,6 +88,8 @@ class LiveRates:
         self.batches = 0
         self.consumer_errors = 0
         self.recomputed_hours = 0  # hours re-opened by late data and recomputed from the database
+        self.state_saved_at = clock()
+        self.states_restored = 0
 
     @classmethod
     def from_db(
@@ -105,7 +107,33 @@ class LiveRates:
         """
         areas = load_areas(conn, area_filter(settings.ingest))
         devices = {kind: load_devices(conn, kind, areas) for kind in Kind}
-        return cls(settings, areas, devices, conn=conn, publish=publish)
+        live = cls(settings, areas, devices, conn=conn, publish=publish)
+        live.restore_state()
+        return live
+
+    def restore_state(self) -> int:
+        """Load the saved detector state of this consumer's devices; return how many sensors."""
+        if self.conn is None:
+            return 0
+        restored = 0
+        with self._lock:
+            for live in self._kinds.values():
+                index = live.folder.devices
+                restored += live.state.restore(self.conn, index.ids, index.lookup)
+        self.states_restored = restored
+        log.info("sensor_state_restored", sensors=restored)
+        return restored
+
+    def save_state(self) -> int:
+        """Save the detector state of every sensor that learnt something; return how many."""
+        if self.conn is None:
+            return 0
+        saved = 0
+        with self._lock:
+            for live in self._kinds.values():
+                saved += live.state.save(self.conn, live.folder.devices.ids.tolist())
+            self.state_saved_at = self.clock()
+        return saved
 
     def reload_devices(self, devices: Mapping[Kind, DeviceIndex]) -> None:
         """Take a new registry (devices added, retired or moved) without losing sensor state."""
@@ -148,7 +176,7 @@ class LiveRates:
             with self._lock:
                 for kind, kb in batch.readings.items():
                     if kind in self._kinds and len(kb):
-                        self._fold(self._kinds[kind], kb)
+                        batch.anomaly[kind] = self._fold(self._kinds[kind], kb)
                 if batch.complaints:
                     self._count_complaints(batch.complaints)
                 for change in batch.status_changes:
@@ -158,11 +186,19 @@ class LiveRates:
             self.consumer_errors += 1
             log.exception("live_batch_failed", seq=batch.seq)
 
-    def _fold(self, live: _KindLive, kb: KindBatch) -> None:
+    def _fold(self, live: _KindLive, kb: KindBatch) -> AnomalyScores:
         dev = live.folder.devices.lookup(kb.device_ids)
         order = kernels.device_time_order(dev, kb.ts_ms, len(live.folder.devices))
         folded = live.folder.fold(dev, kb.ts_ms, kb.columns, order=order)
-        live.state.update(dev, kb.ts_ms, kb.columns[STATE_FIELD[kb.kind]], order=order)
+        field = STATE_FIELD[kb.kind]
+        score, cause = live.state.update(
+            dev,
+            kb.ts_ms,
+            kb.columns[field],
+            order=order,
+            slots=live.state.slots_of(kb.ts_ms, kb.columns),
+        )
+        scores = AnomalyScores(field=field, score=score, cause=cause)
         if folded.late.any():
             hold = live.folder.rates.lookback_ms
             for t in kb.ts_ms[folded.late]:
@@ -186,6 +222,7 @@ class LiveRates:
             else:
                 held += block
             live.dirty.add(hour)
+        return scores
 
     def _status(self, change: StatusChange) -> None:
         live = self._kinds.get(change.kind)
@@ -238,7 +275,9 @@ class LiveRates:
                 self._evict(live)
             if self.publish is not None:
                 self._publish_snapshots(self.publish)
-            return written
+        if self.clock() - self.state_saved_at >= self.settings.stream.anomaly_save_s:
+            self.save_state()
+        return written
 
     def _recompute_reopened(
         self, conn: psycopg.Connection[Any], kind: Kind, live: _KindLive
@@ -332,6 +371,7 @@ class LiveRates:
             self._thread.join()
             self._thread = None
         self.flush()
+        self.save_state()
 
 
 def _runs(hours: list[int]) -> list[tuple[int, int]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -156,59 +157,108 @@ def lighting_minutes_pandas(
     return pieces.groupby(["area", "hour"])["lit_ms"].sum().reset_index()
 
 
-def sensor_state(  # noqa: PLR0912 (written out literally, to be checkable by eye)
+def anomaly_scores(  # noqa: PLR0912, PLR0915 (written out literally, to be checkable by eye)
     dev: np.ndarray,
     ts: np.ndarray,
     val: np.ndarray,
+    slot: np.ndarray,
     *,
-    n_dev: int,
-    alpha: float,
-    flat_eps: float,
-) -> dict[str, list[float]]:
-    """Per-sensor state after the readings, by the definitions in ``kernels.sensor_update``."""
-    state: dict[str, list[float]] = {
-        name: [math.nan] * n_dev
-        for name in ("last_val", "mean", "var", "med", "mad", "score", "flat_since", "last_ts")
-    }
-    count = [0] * n_dev
-    rows = sorted(
-        (int(dev[i]), int(ts[i]), i, float(val[i])) for i in range(len(ts)) if int(dev[i]) >= 0
-    )
-    for d, t, _, x in rows:
-        if not math.isnan(state["last_ts"][d]) and t <= state["last_ts"][d]:
+    carry: bool,
+    warmup: float,
+    slot_warmup: float,
+    level_memory: float,
+    slot_memory: float,
+    memory: float,
+    clip: float,
+    floor: float,
+    rel_floor: float,
+    eps: float,
+    fast_alpha: float,
+    flat_log10: float,
+    noise_ratio: float,
+    z_ref: float,
+    season_warmup_ms: float,
+    reseed: float,
+) -> tuple[list[float], dict[int, dict[str, Any]]]:
+    """Scores of the readings and the final per-sensor state, by ``kernels.anomaly_update``'s
+    definitions, in plain Python (dicts and floats; slot values rounded to float32 like the
+    kernel's arrays)."""
+    f32 = np.float32
+    scores = [math.nan] * len(ts)
+    sensors: dict[int, dict[str, Any]] = {}
+    rows = sorted((int(dev[i]), int(ts[i]), i) for i in range(len(ts)) if int(dev[i]) >= 0)
+    for d, t, i in rows:
+        st = sensors.setdefault(
+            d,
+            {
+                "last_ts": None, "last_val": math.nan, "n": 0, "last_slot": 0, "level": 0.0, "start": 0,
+                "var": 0.0, "fvar": 0.0, "surprise": 0.0, "slots": {},
+            },
+        )  # fmt: skip
+        if st["last_ts"] is not None and t <= st["last_ts"]:
             continue
-        if math.isnan(x):
-            state["last_ts"][d] = t
+        x, s = float(val[i]), int(slot[i])
+        if math.isnan(x) or s < 0:
+            st["last_ts"] = t
             continue
-        if count[d] == 0:
-            for name, v in (("mean", x), ("var", 0.0), ("med", x), ("mad", 0.0), ("score", 0.0)):
-                state[name][d] = v
-            state["flat_since"][d] = t
-        else:
-            med, mad = state["med"][d], state["mad"][d]
-            spread = 1.4826 * mad
-            if spread > 0:
-                state["score"][d] = abs(x - med) / spread
+        n = st["n"]
+        slots = st["slots"]
+        if s not in slots and carry and n > 0:
+            prev = slots[st["last_slot"]]
+            slots[s] = {"mean": prev["mean"], "var": prev["var"], "same": prev["same"],
+                        "count": f32(1.0)}  # fmt: skip
+        repeat = n > 0 and abs(x - st["last_val"]) <= eps
+        entered = s == reseed and n > 0 and s != st["last_slot"] and s in slots
+        if entered:
+            slots[s]["mean"] = f32(x)
+            st["surprise"] = 0.0
+        if not carry and n > 0 and s != st["last_slot"]:
+            slot_v = float(slots[s]["var"]) if s in slots else 0.0
+            st["fvar"] = max(slot_v, floor * floor, (rel_floor * x) ** 2)
+        if s in slots and not entered:
+            sl = slots[s]
+            mean, slot_var, same = float(sl["mean"]), float(sl["var"]), float(sl["same"])
+            pred = st["level"] + mean
+            resid = x - pred
+            v = max(st["var"] if carry else slot_var, floor * floor, (rel_floor * pred) ** 2)
+            sd = math.sqrt(v)
+            if repeat:
+                st["surprise"] += -math.log10(min(max(same, 0.01), 0.99))
             else:
-                state["score"][d] = math.inf if abs(x - med) > flat_eps else 0.0
-            diff = x - state["mean"][d]
-            state["mean"][d] += alpha * diff
-            state["var"][d] = (1 - alpha) * (state["var"][d] + diff * alpha * diff)
-            step = max(mad, flat_eps) * alpha
-            if count[d] == 1:
-                new_med = x
-            elif x > med:
-                new_med = min(med + step, x)
-            elif x < med:
-                new_med = max(med - step, x)
+                st["surprise"] = 0.0
+            fast = (1 - fast_alpha) * st["fvar"] + fast_alpha * resid * resid
+            k = float(sl["count"]) + 1
+            if carry:
+                judged = n >= warmup and t - st["start"] >= season_warmup_ms
             else:
-                new_med = med
-            state["med"][d] = new_med
-            state["mad"][d] = mad + alpha * (abs(x - new_med) - mad)
-            if abs(x - state["last_val"][d]) > flat_eps:
-                state["flat_since"][d] = t
-        state["last_val"][d] = x
-        state["last_ts"][d] = t
-        count[d] += 1
-    state["count"] = [float(c) for c in count]
-    return state
+                judged = n >= warmup and k > slot_warmup
+            if judged:
+                scores[i] = max(
+                    abs(resid) / sd,
+                    st["surprise"] / flat_log10 * z_ref,
+                    math.sqrt(fast / v) / noise_ratio * z_ref,
+                )
+                rc = min(max(resid, -clip * sd), clip * sd)
+            else:
+                rc = resid
+            st["var"] += max(1 / (n + 1), 1 / memory) * (rc * rc - st["var"])
+            st["fvar"] = (1 - fast_alpha) * st["fvar"] + fast_alpha * rc * rc
+            if carry:
+                st["level"] += max(1 / (n + 1), 1 / level_memory) * rc
+            a_s = max(1 / k, 1 / slot_memory)
+            sl["mean"] = f32(mean + a_s * rc)
+            sl["var"] = f32(slot_var + max(1 / k, 1 / memory) * (rc * rc - slot_var))
+            sl["same"] = f32(same + a_s * ((1.0 if repeat else 0.0) - same))
+            sl["count"] = f32(min(k, 1e9))
+        elif not entered:
+            if carry:
+                st["level"] = x
+            slots[s] = {"mean": f32(0.0 if carry else x), "var": f32(0.0), "same": f32(0.5),
+                        "count": f32(1.0)}  # fmt: skip
+        if n == 0:
+            st["start"] = t
+        st["last_slot"] = s
+        st["last_val"] = x
+        st["last_ts"] = t
+        st["n"] = n + 1
+    return scores, sensors

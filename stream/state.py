@@ -1,33 +1,102 @@
-"""Per-sensor online state: last value and time, EWMA, robust score, flatline and gap detection.
+"""Per-sensor online state: last value and time, the anomaly detector, flatline and gap detection.
 
-One ``SensorState`` per kind holds ten preallocated arrays indexed by device position — 80 bytes
-per sensor, 80 MB for a million sensors — and updates them with ``kernels.sensor_update``. Which
-reading field a kind's state follows is fixed in ``STATE_FIELD``.
+One ``SensorState`` per kind follows one reading field of that kind (``DETECTORS``) with
+preallocated arrays indexed by device position, updated by ``kernels.anomaly_update``: per sensor
+nine scalars (72 bytes) and, per slot, baseline, spread, count and repeat rate as float32 (16
+bytes a slot: 384 bytes for the 24 hours of a room sensor, 48 for the 3 power states of a lamp). The
+state is saved to ``sensor_state`` (migration 0012) and restored at start, so a restart does not
+re-learn every sensor (docs/alerts.md, "The anomaly detector").
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import numpy as np
+import psycopg
 
 from cityops import catalog
 from cityops.catalog import Kind
 from cityops.settings import StreamSettings
 from stream import kernels
 
-STATE_FIELD: dict[Kind, str] = {
-    Kind.STREETLIGHT: "power_w",
-    Kind.MANHOLE: "water_level_cm",
-    Kind.HEATING: "temperature_c",
-    Kind.CHARGER: "power_kw",
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DetectorField:
+    """Which field of a kind the detector follows and what its baseline is conditioned on.
+
+    ``slot_by``: ``hour`` — one baseline per local hour of the day (daily seasonality: rooms
+    follow heating schedules and occupancy); an enum field's name — one baseline per reported
+    state (a lamp's power depends on whether it is on, off or dimmed; a connector's on whether it
+    is Charging); ``none`` — one baseline.
+    """
+
+    field: str
+    slot_by: str | Literal["hour", "none"]
+    # The spread never goes below this share of the baseline: a connector's power is set by the
+    # car (one session at 7 kW, the next at 60), a lamp's drifts with its driver by a few %.
+    rel_floor: float = 0.0
+    # Entering this state anew restarts its baseline (a connector Charging: each car its own).
+    reseed: str | None = None
+    # Whether a run of repeated values is evidence: not for a connector, whose power is constant
+    # through a session by design.
+    flat: bool = True
+
+    @property
+    def carry(self) -> bool:
+        """A new slot starts from the previous one (neighbouring hours are alike)."""
+        return self.slot_by == "hour"
+
+    def resolution(self, kind: Kind) -> float:
+        """The field's resolution from the catalog: the floor of the spread."""
+        spec = catalog.KINDS[kind].reading_field(self.field)
+        if spec is None or spec.resolution is None:
+            raise ValueError(f"{kind.value}.{self.field}: the catalog gives no resolution")
+        return spec.resolution
+
+
+_SLOT_BY: dict[Kind, str] = {
+    Kind.STREETLIGHT: "power_state",
+    Kind.MANHOLE: "none",
+    Kind.HEATING: "hour",
+    Kind.CHARGER: "status",
 }
-FLAT_EPS: dict[Kind, float] = {
-    Kind.STREETLIGHT: 0.05,
-    Kind.MANHOLE: 0.05,
-    Kind.HEATING: 0.005,
-    Kind.CHARGER: 0.005,
+_REL_FLOOR: dict[Kind, float] = {Kind.STREETLIGHT: 0.02, Kind.CHARGER: 0.1}
+DETECTORS: dict[Kind, DetectorField] = {
+    kind: DetectorField(
+        field=catalog.ANOMALY_FIELD[kind],
+        slot_by=_SLOT_BY[kind],
+        rel_floor=_REL_FLOOR.get(kind, 0.0),
+        reseed="Charging" if kind is Kind.CHARGER else None,
+        flat=kind is not Kind.CHARGER,
+    )
+    for kind in Kind
 }
+STATE_FIELD: dict[Kind, str] = {kind: d.field for kind, d in DETECTORS.items()}
+
+
+def _state_spec(kind: Kind) -> catalog.FieldSpec | None:
+    slot_by = DETECTORS[kind].slot_by
+    if slot_by in ("hour", "none"):
+        return None
+    return catalog.KINDS[kind].reading_field(slot_by)
+
+
+def n_slots(kind: Kind) -> int:
+    """How many baselines a sensor of ``kind`` keeps."""
+    slot_by = DETECTORS[kind].slot_by
+    if slot_by == "hour":
+        return 24
+    if slot_by == "none":
+        return 1
+    spec = _state_spec(kind)
+    return len(spec.allowed or ()) if spec is not None else 1
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -36,60 +105,126 @@ class SensorView:
 
     last_ts_ms: int | None
     last_value: float | None
-    mean: float | None
+    baseline: float | None  # the baseline of the slot of the last reading
     std: float | None
-    robust_score: float | None
     flat_since_ms: int | None
     count: int
+
+
+SAVE_STAGE_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS sensor_state_stage (LIKE sensor_state) ON COMMIT DROP
+"""
+SAVE_SQL = """
+INSERT INTO sensor_state SELECT * FROM sensor_state_stage
+ON CONFLICT (kind, field, device_id) DO UPDATE SET
+    model = EXCLUDED.model, saved_at = EXCLUDED.saved_at, last_ts = EXCLUDED.last_ts,
+    last_val = EXCLUDED.last_val, n = EXCLUDED.n, flat_since = EXCLUDED.flat_since,
+    last_slot = EXCLUDED.last_slot, start_ts = EXCLUDED.start_ts, level = EXCLUDED.level, var = EXCLUDED.var, fvar = EXCLUDED.fvar,
+    surprise = EXCLUDED.surprise, slots = EXCLUDED.slots
+"""
+LOAD_SQL = """
+SELECT device_id, last_ts, last_val, n, flat_since, last_slot, start_ts, level, var, fvar, surprise, slots
+FROM sensor_state
+WHERE kind = %(kind)s AND field = %(field)s AND model = %(model)s AND device_id = ANY(%(ids)s)
+"""
+_COLUMNS = (
+    "kind, field, device_id, model, saved_at, last_ts, last_val, n, flat_since, last_slot, start_ts, "
+    "level, var, fvar, surprise, slots"
+)
 
 
 class SensorState:
     """Online state of every sensor of one kind (bounded: a fixed set of arrays)."""
 
-    def __init__(self, kind: Kind, n_devices: int, settings: StreamSettings) -> None:
+    _ARRAYS = (
+        "last_ts", "last_val", "count", "flat_since", "last_slot", "start_ts", "level", "var",
+        "fvar",
+        "surprise", "down_at", "slots",
+    )  # fmt: skip
+
+    def __init__(
+        self, kind: Kind, n_devices: int, settings: StreamSettings, timezone: str = "Asia/Shanghai"
+    ) -> None:
         self.kind = kind
-        self.field = STATE_FIELD[kind]
-        self.alpha = settings.ewma_alpha
-        self.flat_eps = FLAT_EPS[kind]
+        self.detector = DETECTORS[kind]
+        self.field = self.detector.field
+        self.settings = settings
+        self.n_slots = n_slots(kind)
+        self.floor = self.detector.resolution(kind)
+        self.flat_eps = self.floor / 2
+        # A state slot learns its own spread: it is scored from its 9th reading on.
+        self.slot_warmup = min(settings.anomaly_warmup, 8)
+        memory = float(settings.anomaly_memory)
+        self.params = np.array(
+            [
+                settings.anomaly_warmup, self.slot_warmup, settings.anomaly_level_memory,
+                max(memory / self.n_slots, 8.0), memory, settings.anomaly_clip, self.floor,
+                self.detector.rel_floor, self.flat_eps, settings.anomaly_fast_alpha,
+                settings.anomaly_flat_log10 if self.detector.flat else np.inf,
+                settings.anomaly_noise_ratio, settings.anomaly_z_ref,
+                25 * HOUR_MS, self._reseed_slot(),
+            ],
+            dtype=np.float64,
+        )  # fmt: skip
         self.flatline_ms = settings.flatline_min * 60_000
         self.max_silence_ms = int(
             catalog.KINDS[kind].typical_interval_s * 1000 * settings.gap_factor
         )
-        n = n_devices
+        # China keeps one offset all year; the hour slots are local hours of the day.
+        offset = datetime(2026, 1, 1, tzinfo=ZoneInfo(timezone)).utcoffset()
+        self.utc_offset_ms = int(offset.total_seconds() * 1000) if offset is not None else 0
+        self._alloc(n_devices)
+
+    def _reseed_slot(self) -> float:
+        spec = _state_spec(self.kind)
+        if self.detector.reseed is None or spec is None or spec.allowed is None:
+            return -1.0
+        return float(spec.allowed.index(self.detector.reseed))
+
+    def _alloc(self, n: int) -> None:
+        s = self.n_slots
         self.last_ts = np.full(n, kernels.NO_TS, dtype=np.int64)
         self.last_val = np.full(n, np.nan)
-        self.mean = np.full(n, np.nan)
-        self.var = np.full(n, np.nan)
-        self.med = np.full(n, np.nan)
-        self.mad = np.full(n, np.nan)
         self.count = np.zeros(n, dtype=np.int64)
         self.flat_since = np.full(n, kernels.NO_TS, dtype=np.int64)
-        self.score = np.full(n, np.nan)
+        self.last_slot = np.zeros(n, dtype=np.int64)
+        self.start_ts = np.zeros(n, dtype=np.int64)  # the sensor's first reading
+        self.level = np.zeros(n)
+        self.var = np.zeros(n)
+        self.fvar = np.zeros(n)
+        self.surprise = np.zeros(n)
         self.down_at = np.full(n, kernels.NO_TS, dtype=np.int64)  # last will / offline report
+        # per slot: baseline, spread, readings learnt, share of repeated values
+        # (kernels.SLOT_MEAN ...), one cache line's worth per slot
+        self.slots = np.zeros((n, s, 4), dtype=np.float32)
 
-    _ARRAYS = (
-        "last_ts", "last_val", "mean", "var", "med", "mad", "count", "flat_since", "score",
-        "down_at",
-    )  # fmt: skip
+    @property
+    def model(self) -> str:
+        """The layout of the saved state; a saved state of another layout is not restored."""
+        return f"v4:{self.field}:{self.detector.slot_by}:{self.n_slots}"
 
     def reindex(self, old_pos: np.ndarray) -> None:
         """Re-lay the arrays for a new device order: ``old_pos[i]`` is new device i's old
         position, or -1 for a device that is new (its state starts empty)."""
         keep = old_pos >= 0
-        for name in self._ARRAYS:
-            old = getattr(self, name)
-            if old.dtype == np.int64:
-                empty = 0 if name == "count" else kernels.NO_TS  # last_ts, flat_since, down_at
-                fresh = np.full(len(old_pos), empty, dtype=np.int64)
-            else:
-                fresh = np.full(len(old_pos), np.nan)
-            fresh[keep] = old[old_pos[keep]]
-            setattr(self, name, fresh)
+        old = {name: getattr(self, name) for name in self._ARRAYS}
+        self._alloc(len(old_pos))
+        for name, arr in old.items():
+            getattr(self, name)[keep] = arr[old_pos[keep]]
 
     @property
     def nbytes(self) -> int:
         """Memory held by the state arrays."""
         return sum(getattr(self, name).nbytes for name in self._ARRAYS)
+
+    def slots_of(self, ts: np.ndarray, columns: Any) -> np.ndarray:
+        """The slot of each reading: local hour, state code (-1: state missing) or 0."""
+        slot_by = self.detector.slot_by
+        if slot_by == "hour":
+            return np.asarray((ts + self.utc_offset_ms) // HOUR_MS % 24, dtype=np.int64)
+        if slot_by == "none":
+            return np.zeros(len(ts), dtype=np.int64)
+        return np.asarray(columns[slot_by], dtype=np.int64)
 
     def update(
         self,
@@ -97,22 +232,32 @@ class SensorState:
         ts: np.ndarray,
         values: np.ndarray,
         order: np.ndarray | None = None,
-    ) -> int:
-        """Apply readings (device positions, epoch ms, values; NaN = missing); returns applied.
+        slots: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score, then learn, readings (device positions, epoch ms, values; NaN = missing).
 
-        ``order`` may pass ``kernels.device_time_order`` of the readings when already computed.
+        Returns the score and the cause code of each reading, in the readings' order (NaN / 0
+        where not scored). ``order`` may pass ``kernels.device_time_order`` of the readings;
+        ``slots`` must be given for a state-conditioned field (``slots_of``).
         """
         dev = np.ascontiguousarray(dev, dtype=np.int64)
         ts = np.ascontiguousarray(ts, dtype=np.int64)
         if order is None:
             order = kernels.device_time_order(dev, ts, len(self.count))
-        return int(
-            kernels.sensor_update(
-                dev, ts, np.ascontiguousarray(values, dtype=np.float64), order, self.alpha,
-                self.flat_eps, self.last_ts, self.last_val, self.mean, self.var, self.med,
-                self.mad, self.count, self.flat_since, self.score,
-            )
+        if slots is None:
+            if self.detector.slot_by not in ("hour", "none"):
+                raise ValueError(f"{self.kind.value}: slots by {self.detector.slot_by} needed")
+            slots = self.slots_of(ts, {})
+        score = np.full(len(ts), np.nan)
+        cause = np.zeros(len(ts), dtype=np.int8)
+        kernels.anomaly_update(
+            dev, ts, np.ascontiguousarray(values, dtype=np.float64),
+            np.ascontiguousarray(slots, dtype=np.int64), order, self.params,
+            self.detector.carry, self.last_ts, self.last_val, self.count, self.flat_since,
+            self.last_slot, self.start_ts, self.level, self.var, self.fvar, self.surprise, self.slots, score,
+            cause,
         )  # fmt: skip
+        return score, cause
 
     def report_status(self, d: int, online: bool, ts_ms: int) -> None:
         """A status message (birth or last will) of the sensor at position ``d``."""
@@ -141,15 +286,92 @@ class SensorState:
         """The state of the sensor at position ``d``."""
         if self.count[d] == 0:
             return SensorView(
-                last_ts_ms=None, last_value=None, mean=None, std=None, robust_score=None,
-                flat_since_ms=None, count=0,
+                last_ts_ms=None, last_value=None, baseline=None, std=None, flat_since_ms=None,
+                count=0,
             )  # fmt: skip
         return SensorView(
             last_ts_ms=int(self.last_ts[d]),
             last_value=float(self.last_val[d]),
-            mean=float(self.mean[d]),
-            std=float(np.sqrt(self.var[d])),
-            robust_score=float(self.score[d]),
+            baseline=float(self.level[d] + self.slots[d, self.last_slot[d], kernels.SLOT_MEAN]),
+            std=float(np.sqrt(max(self.spread2(d), self.floor**2))),
             flat_since_ms=int(self.flat_since[d]),
             count=int(self.count[d]),
         )
+
+    def spread2(self, d: int) -> float:
+        """The variance a reading of sensor ``d`` in its last slot is judged against."""
+        if self.detector.carry:
+            return float(self.var[d])
+        return float(self.slots[d, self.last_slot[d], kernels.SLOT_VAR])
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def save(self, conn: psycopg.Connection[Any], device_ids: Sequence[str]) -> int:
+        """Upsert the state of every sensor that has learnt something; return how many."""
+        learnt = np.flatnonzero(self.count > 0)
+        if len(learnt) == 0:
+            return 0
+        now = datetime.now(UTC)
+        kind, field, model = self.kind.value, self.field, self.model
+        with conn.transaction():
+            conn.execute(SAVE_STAGE_SQL)
+            with conn.cursor().copy(f"COPY sensor_state_stage ({_COLUMNS}) FROM STDIN") as copy:
+                for d in learnt.tolist():
+                    slots = self.slots[d].astype("<f4")
+                    copy.write_row(
+                        (
+                            kind, field, device_ids[d], model, now,
+                            None if self.last_ts[d] == kernels.NO_TS else int(self.last_ts[d]),
+                            float(self.last_val[d]), int(self.count[d]),
+                            None if self.flat_since[d] == kernels.NO_TS
+                            else int(self.flat_since[d]),
+                            int(self.last_slot[d]), int(self.start_ts[d]), float(self.level[d]),
+                            float(self.var[d]),
+                            float(self.fvar[d]),
+                            float(self.surprise[d]), slots.tobytes(),
+                        )
+                    )  # fmt: skip
+            conn.execute(SAVE_SQL)
+        return len(learnt)
+
+    def restore(self, conn: psycopg.Connection[Any], device_ids: np.ndarray, lookup: Any) -> int:
+        """Load the saved state of ``device_ids`` (positions by ``lookup``); return how many.
+
+        A partitioned worker passes only its own devices, so it restores only its areas.
+        """
+        if len(device_ids) == 0:
+            return 0
+        rows = conn.execute(
+            LOAD_SQL,
+            {
+                "kind": self.kind.value,
+                "field": self.field,
+                "model": self.model,
+                "ids": list(device_ids),
+            },
+        ).fetchall()
+        if not rows:
+            return 0
+        pos = lookup([r[0] for r in rows])
+        s = self.n_slots
+        restored = 0
+        for d, row in zip(pos.tolist(), rows, strict=True):
+            if d < 0:
+                continue
+            _, last_ts, last_val, n, flat_since, last_slot, start, level, var, fvar, surprise, blob = row
+            slots = np.frombuffer(bytes(blob), dtype="<f4")
+            if slots.shape[0] != 4 * s:
+                continue
+            self.last_ts[d] = kernels.NO_TS if last_ts is None else last_ts
+            self.last_val[d] = last_val
+            self.count[d] = n
+            self.flat_since[d] = kernels.NO_TS if flat_since is None else flat_since
+            self.last_slot[d] = last_slot
+            self.start_ts[d] = start
+            self.level[d] = level
+            self.var[d] = var
+            self.fvar[d] = fvar
+            self.surprise[d] = surprise
+            self.slots[d] = slots.reshape(s, 4)
+            restored += 1
+        return restored

@@ -110,7 +110,7 @@ def test_numba_warm_up_fills_the_cache(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     files = {p.name for p in cache.rglob("*")}
-    for kernel in ("accumulate", "sensor_update", "nearest_site"):
+    for kernel in ("accumulate", "anomaly_update", "nearest_site"):
         assert any(kernel in name and name.endswith(".nbi") for name in files), kernel
     assert "numba cache files" in done.stdout
     # without a cache folder the warm-up refuses instead of silently doing nothing

@@ -209,50 +209,6 @@ def test_late_reading_is_flagged_not_folded() -> None:
     assert acc[:, 0, 1].sum() == 20 * MIN
 
 
-@settings(max_examples=60, deadline=None)
-@given(readings(), st.sampled_from([0.05, 0.3, 1.0]))
-def test_sensor_update_equals_reference(case: dict[str, object], alpha: float) -> None:
-    dev = case["dev"]
-    ts = case["ts"]
-    assert isinstance(dev, np.ndarray)
-    assert isinstance(ts, np.ndarray)
-    n_dev = len(case["dev_area"])  # type: ignore[arg-type]
-    rng = np.random.default_rng(len(ts))
-    val = np.round(rng.normal(20, 3, len(ts)), 1)
-    val[rng.random(len(ts)) < 0.1] = np.nan
-    val[rng.random(len(ts)) < 0.3] = 20.0
-    arrays = {
-        "last_ts": np.full(n_dev, kernels.NO_TS, np.int64),
-        "last_val": np.full(n_dev, np.nan),
-        "mean": np.full(n_dev, np.nan),
-        "var": np.full(n_dev, np.nan),
-        "med": np.full(n_dev, np.nan),
-        "mad": np.full(n_dev, np.nan),
-        "count": np.zeros(n_dev, np.int64),
-        "flat_since": np.full(n_dev, kernels.NO_TS, np.int64),
-        "score": np.full(n_dev, np.nan),
-    }
-    order = np.lexsort((ts, dev))
-    kernels.sensor_update(
-        dev, ts, val, order, alpha, 0.01, arrays["last_ts"], arrays["last_val"], arrays["mean"],
-        arrays["var"], arrays["med"], arrays["mad"], arrays["count"], arrays["flat_since"],
-        arrays["score"],
-    )  # fmt: skip
-    ref = reference.sensor_state(dev, ts, val, n_dev=n_dev, alpha=alpha, flat_eps=0.01)
-    for d in range(n_dev):
-        assert arrays["count"][d] == ref["count"][d]
-        if arrays["last_ts"][d] == kernels.NO_TS:
-            assert np.isnan(ref["last_ts"][d])
-        else:
-            assert arrays["last_ts"][d] == ref["last_ts"][d]
-        if arrays["count"][d] == 0:
-            continue
-        for name in ("last_val", "mean", "var", "med", "mad", "score"):
-            assert arrays[name][d] == pytest.approx(ref[name][d], rel=1e-9, abs=1e-9), name
-        assert arrays["flat_since"][d] == ref["flat_since"][d]
-        assert arrays["last_ts"][d] == ref["last_ts"][d]
-
-
 @settings(max_examples=30, deadline=None)
 @given(readings())
 def test_lighting_pandas_equals_kernel(case: dict[str, object]) -> None:

@@ -137,8 +137,9 @@ def test_sensor_state_flags_flatline_and_offline() -> None:
     assert state.offline(int(ts[-1]) + 10 * MIN, np.array([True, True])).tolist() == [False, True]
     view = state.view(0)
     assert view.count == 30
-    assert view.mean == pytest.approx(19.0)
-    assert state.nbytes == 10 * 8 * 2
+    assert view.baseline == pytest.approx(19.0)
+    assert view.std == pytest.approx(0.1)  # a constant series: the spread is its resolution
+    assert state.nbytes == 2 * (11 * 8 + 24 * 4 * 4)
     # A last will marks the sensor offline at once; its next reading brings it back.
     state.report_status(0, False, int(ts[-1]) + MIN)
     assert state.offline(int(ts[-1]) + 2 * MIN, np.array([True, True])).tolist() == [True, True]

@@ -139,6 +139,7 @@ def probe(settings: Settings, *, timeout_s: float, client_id: str | None = None)
     finally:
         client.disconnect()
         client.loop_stop()
+        client._reset_sockets(sockpair_only=True)  # see MqttSource.stop: paho leaks them otherwise
     return state.facts
 
 

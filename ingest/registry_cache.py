@@ -23,9 +23,10 @@ log = structlog.get_logger(__name__)
 DEVICES_SQL = "SELECT device_id, kind, gateway_id, status, area_code FROM devices"
 AREAS_SQL = "SELECT code, lat, lon FROM areas"
 # Complaint coordinates must fall within the areas' centroids' extent plus this margin (degrees;
-# 0.05 is about 5.5 km north-south, 4.3 km east-west at Beijing's latitude): an area's centroid
-# is not its edge, and a point far outside is a geocoding error (another city, swapped lat/lon).
-DISTRICT_MARGIN_DEG = 0.05
+# 0.1 is about 11 km north-south, 8.5 km east-west at Beijing's latitude): an area's centroid is
+# not its edge (the simulated city layout reaches 0.06 degrees past the outermost centroid), and a
+# point far outside is a geocoding error (another city, swapped lat/lon).
+DISTRICT_MARGIN_DEG = 0.1
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,3 +217,23 @@ def test_coordinates_outside_the_district_are_refused(
 
 def test_test_devices_are_registered(ingest_conn: psycopg.Connection[Any]) -> None:
     assert _one(ingest_conn, "SELECT count(*) FROM devices") == len(DEVICES)
+
+
+@pytest.mark.mqtt
+def test_nul_through_the_running_service(runner: Any, publishers: Any) -> None:
+    """End to end: before, the batch was refused, split, and the message saved whole as
+    'database rejected' with a PostgreSQL error, its valid reading only inside the dead letter."""
+    from tests.integration.ingest.conftest import count, wait_for
+
+    runner.start()
+    payload = (
+        b'[{"ts": %d, "values": {"temperature_c": 21.5}},'
+        b' {"ts": %d, "values": {"temp\\u0000": 1}}]' % (T0, T0 + 1000)
+    )
+    publishers("HT-1").publish(HT1, payload)
+    assert wait_for(lambda: count(runner.dsn, "SELECT count(*) FROM dead_letters") == 1)
+    assert wait_for(lambda: count(runner.dsn, "SELECT count(*) FROM heating_readings") == 1)
+    with psycopg.connect(runner.dsn) as conn:
+        reason, detail = conn.execute("SELECT reason, detail FROM dead_letters").fetchone()  # type: ignore[misc]
+    assert reason == Reason.VALIDATION
+    assert "temp\\u0000" in detail

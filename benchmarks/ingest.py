@@ -1,7 +1,10 @@
 """Ingest benchmark: MQTT -> validated batches -> PostgreSQL, against baselines in the same run.
 
-Creates its own database on the server named by CITYOPS_BENCH_DSN (else CITYOPS_TEST_DSN, else
-postgresql://postgres@127.0.0.1:5432/postgres) and starts its own mosquitto from
+Creates its own database on the server named by ``--dsn`` (else CITYOPS_BENCH_DSN, else
+CITYOPS_TEST_DSN, else postgresql://postgres@127.0.0.1:5432/postgres), with the storage path
+``--storage partitions`` (native partitions, the default) or ``--storage timescaledb``
+(hypertables; the server must have TimescaleDB 2.18.1+ preloaded, e.g. the compose stack's
+``db``), and starts its own mosquitto from
 deploy/mosquitto/mosquitto.conf (auth and ACLs on, devices publish as themselves). Prints one
 JSON object.
 
@@ -19,7 +22,7 @@ JSON object.
 Draining a queue the broker already holds measures the consumer alone: the publisher (Python
 too, on the same machine) is not running while the clock runs.
 
-    .venv/bin/python benchmarks/ingest.py [--quick]
+    .venv/bin/python benchmarks/ingest.py [--quick] [--storage timescaledb|partitions] [--dsn DSN]
 """
 
 from __future__ import annotations
@@ -477,6 +480,20 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     cityops_logging.configure(LogSettings(level="warning"))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller run, under two minutes")
+    parser.add_argument(
+        "--storage",
+        choices=("partitions", "timescaledb"),
+        default="partitions",
+        help="storage path of the benchmark database: native partitions (default) or "
+        "TimescaleDB hypertables (the server must have TimescaleDB 2.18.1+ preloaded)",
+    )
+    parser.add_argument(
+        "--dsn",
+        default=None,
+        help="server to benchmark on (a maintenance database such as .../postgres; the "
+        "benchmark creates and drops its own database there). Default: CITYOPS_BENCH_DSN, "
+        "else CITYOPS_TEST_DSN, else postgresql://postgres@127.0.0.1:5432/postgres",
+    )
     parser.add_argument("--publish-paced", nargs=4, metavar=("PORT", "RATE", "SECONDS", "PART"))
     args = parser.parse_args()
     if args.publish_paced:
@@ -490,10 +507,11 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     n_gateway = 1_000 if args.quick else 5_000
     latency_s = 10.0 if args.quick else 30.0
 
-    admin = os.environ.get(
+    admin = args.dsn or os.environ.get(
         "CITYOPS_BENCH_DSN",
         os.environ.get("CITYOPS_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
+    timescaledb = "require" if args.storage == "timescaledb" else "off"
     dbname = f"cityops_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
@@ -503,7 +521,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     try:
         settings0 = Settings(db=DatabaseSettings(dsn=dsn))
         with psycopg.connect(dsn, autocommit=True, options="-c TimeZone=UTC") as conn:
-            migrate.migrate(conn, settings0.storage.model_copy(update={"timescaledb": "off"}))
+            migrate.migrate(conn, settings0.storage.model_copy(update={"timescaledb": timescaledb}))
         with psycopg.connect(dsn, options="-c TimeZone=UTC") as conn:
             registry.import_areas(conn, registry.reference_area_records(), "reference")
             (area,) = conn.execute("SELECT min(code) FROM areas").fetchone()  # type: ignore[misc]
@@ -569,6 +587,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             "dead_letters": int(dead),
             "params": {
                 "quick": args.quick,
+                "storage": args.storage,
                 "copy_rows": n_copy,
                 "drain_msgs": n_drain,
                 "single_msgs": n_single,

@@ -205,6 +205,24 @@ class IngestSettings(_Group):
         "each keeping the areas of its partition (docs/scaling.md); 1: no partitioning.",
     )
     partition: int = Field(default=0, ge=0, description="This worker's partition, 0..partitions-1.")
+    burst_messages: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="Messages the broker must hold for this worker while it is stopped or behind "
+        "(an hour of a district's traffic); `cityops ingest` warns at start when the broker's "
+        "queue limit is known to be smaller (docs/ingest.md). 0: no check.",
+    )
+    broker_max_queued_messages: int | None = Field(
+        default=None,
+        ge=1,
+        description="The broker's per-client queue limit (mosquitto max_queued_messages), "
+        "declared for the start-up check when the broker cannot tell it; unset: unknown.",
+    )
+    broker_check_s: float = Field(
+        default=3.0,
+        ge=0,
+        description="How long the start-up broker check waits for the broker; 0: no check.",
+    )
 
     @pydantic.model_validator(mode="after")
     def _partition_exists(self) -> IngestSettings:

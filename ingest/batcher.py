@@ -25,6 +25,19 @@ class Delivery(NamedTuple):
     received_ms: int
 
 
+def storable_text(text: str) -> str:
+    """``text`` as PostgreSQL text can hold it: NUL as ``\\u0000``, lone surrogates escaped.
+
+    PostgreSQL text cannot contain NUL, and a lone surrogate cannot be encoded as UTF-8; either
+    would make the dead letter itself fail to save. The escaped form names the character.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A rejected message or reading, as stored in ``dead_letters``."""
@@ -43,6 +56,8 @@ class PendingBatch:
     readings: dict[Kind, list[ReadingRow]] = field(default_factory=dict)
     statuses: list[tuple[str, str, bool, int, int]] = field(default_factory=list)
     complaints: list[dict[str, Any]] = field(default_factory=list)
+    # per complaint: (topic, received_ms, the record as JSON), so a conflict can be dead-lettered
+    complaint_origins: list[tuple[str, int, bytes]] = field(default_factory=list)
     registrations: list[tuple[str, Kind, str]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
@@ -65,9 +80,17 @@ class PendingBatch:
         self.statuses.append((device_id, kind, online, ts_ms, recv))
         self.row_count += 1
 
-    def add_complaint(self, complaint: dict[str, Any]) -> None:
-        """Append a validated complaint."""
+    def add_complaint(
+        self,
+        complaint: dict[str, Any],
+        *,
+        topic: str = "",
+        received_ms: int = 0,
+        record: bytes = b"",
+    ) -> None:
+        """Append a validated complaint, with where it came from (for a conflict's dead letter)."""
         self.complaints.append(complaint)
+        self.complaint_origins.append((topic, received_ms, record))
         self.row_count += 1
 
     def register(self, device_id: str, kind: Kind, area_code: str) -> None:
@@ -77,9 +100,17 @@ class PendingBatch:
     def dead_letter(
         self, received_ms: int, topic: str, payload: bytes, reason: str, detail: str
     ) -> None:
-        """Append a dead letter."""
-        self.dead_letters.append(DeadLetter(received_ms, topic, payload, str(reason), detail))
+        """Append a dead letter (topic and detail made storable as PostgreSQL text)."""
+        self.dead_letters.append(
+            DeadLetter(
+                received_ms, storable_text(topic), payload, str(reason), storable_text(detail)
+            )
+        )
         self.row_count += 1
+
+    def add_complaint_origin(self, topic: str, received_ms: int, record: bytes) -> None:
+        """Remember where the last added complaint came from (for a conflict's dead letter)."""
+        self.complaint_origins.append((topic, received_ms, record))
 
     @property
     def empty(self) -> bool:

@@ -194,6 +194,10 @@ class MqttSource:
             time.sleep(0.01)
         self._client.disconnect()
         self._client.loop_stop()
+        # paho closes the wake-up socket pair of loop_start() only in Client.__del__; when the
+        # client ends up in a reference cycle the sockets can be finalised first and leak
+        # (ResourceWarning). This source is never restarted, so close them now.
+        self._client._reset_sockets(sockpair_only=True)
 
     # --- paho callbacks (network thread) -------------------------------------------------------
 

@@ -2,12 +2,15 @@
 
 Replay runs a stored payload through the same decode/validate/write path as live ingest (so it
 stores each reading once, whatever was stored before) and records the outcome on the dead
-letter: ``stored: ...`` or ``rejected again: <reason>: <detail>``. A replay that is rejected
-again does not create a new dead letter; the original keeps the latest outcome.
+letter: ``stored: ...`` or ``rejected again: <reason>: <detail>`` (a database refusal or a
+decoding bug included: the outcome is recorded whatever happens, short of the database being
+unreachable). A replay that is rejected again does not create a new dead letter; the original
+keeps the latest outcome.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,8 +19,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from ingest.batcher import PendingBatch
-from ingest.decode import EPOCH, Decoder
+from ingest.batcher import PendingBatch, storable_text
+from ingest.decode import EPOCH, Decoder, Reason
 from ingest.writer import prepare_connection, write_batch
 
 
@@ -96,34 +99,56 @@ def replay(
             outcomes.append(ReplayOutcome(id=dead_letter_id, stored=False, result="not found"))
             continue
         received_ms = (row.received_at - EPOCH) // timedelta(milliseconds=1)
-        batch = PendingBatch()
-        decoder.decode(row.topic, bytes(row.payload), received_ms, batch)
-        rejected = batch.dead_letters
-        batch.dead_letters = []
-        result = write_batch(conn, batch)
-        stored = sum(result.stored.values())
-        parts = [f"{stored} new reading(s)"]
-        dupes = sum(result.duplicates.values())
-        if dupes:
-            parts.append(f"{dupes} already stored")
-        if batch.complaints:
-            parts.append(f"{len(result.complaints_stored)} new complaint(s)")
-        if batch.statuses:
-            parts.append(f"{len(result.statuses_stored)} status report(s)")
-        if batch.registrations:
-            parts.append(f"{len(batch.registrations)} device(s) registered")
-        if rejected:
-            first = rejected[0]
-            text = f"rejected again: {first.reason}: {first.detail}"
-            if len(rejected) > 1:
-                text += f" (+{len(rejected) - 1} more)"
-            if batch.readings or batch.complaints or batch.statuses:
-                text += "; partly stored: " + ", ".join(parts)
-            ok = False
-        else:
-            text = "stored: " + ", ".join(parts)
-            ok = True
+        try:
+            text, ok = _replay_one(conn, decoder, row.topic, bytes(row.payload), received_ms)
+        except psycopg.OperationalError:
+            raise  # the database is gone: nothing can be recorded
+        except psycopg.Error as err:  # refused by the database: recorded, never a crash
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+            text, ok = f"rejected again: {Reason.DATABASE_REJECTED}: {_one_line(err)}", False
+        except Exception as err:  # a bug in decoding must not leave the outcome unrecorded
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+            text, ok = f"rejected again: {Reason.DECODE_ERROR}: {type(err).__name__}: {err}", False
+        text = storable_text(text)
         conn.execute(MARK_SQL, (text, dead_letter_id))
         conn.commit()
         outcomes.append(ReplayOutcome(id=dead_letter_id, stored=ok, result=text))
     return outcomes
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+def _replay_one(
+    conn: psycopg.Connection[Any], decoder: Decoder, topic: str, payload: bytes, received_ms: int
+) -> tuple[str, bool]:
+    """Decode and write one stored message; the outcome text and whether it was all stored."""
+    batch = PendingBatch()
+    decoder.decode(topic, payload, received_ms, batch)
+    rejected = batch.dead_letters
+    batch.dead_letters = []
+    result = write_batch(conn, batch, store_conflicts=False)
+    rejected = [*rejected, *result.conflicts]
+    stored = sum(result.stored.values())
+    parts = [f"{stored} new reading(s)"]
+    dupes = sum(result.duplicates.values())
+    if dupes:
+        parts.append(f"{dupes} already stored")
+    if batch.complaints:
+        parts.append(f"{len(result.complaints_stored)} new complaint(s)")
+    if batch.statuses:
+        parts.append(f"{len(result.statuses_stored)} status report(s)")
+    if batch.registrations:
+        parts.append(f"{len(batch.registrations)} device(s) registered")
+    if not rejected:
+        return "stored: " + ", ".join(parts), True
+    first = rejected[0]
+    text = f"rejected again: {first.reason}: {first.detail}"
+    if len(rejected) > 1:
+        text += f" (+{len(rejected) - 1} more)"
+    if batch.readings or len(batch.complaints) > len(result.conflicts) or batch.statuses:
+        text += "; partly stored: " + ", ".join(parts)
+    return text, False

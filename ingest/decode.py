@@ -51,6 +51,7 @@ class Reason(StrEnum):
     FOREIGN_DEVICE = "foreign device"
     DATABASE_REJECTED = "database rejected"
     DECODE_ERROR = "decode error"
+    CONFLICT = "conflict"
 
 
 class TopicType(StrEnum):
@@ -519,7 +520,27 @@ class Decoder:
                 out.skipped += 1
                 continue
             complaint["source"] = source
-            out.add_complaint(complaint)
+            # the record as it came (a single record: the raw bytes), for a conflict's dead letter
+            out.add_complaint(
+                complaint,
+                topic=topic,
+                received_ms=received_ms,
+                record=_dumps(record) if isinstance(body, list) else payload,
+            )
+
+    def _check_location(self, lat: float | None, lon: float | None) -> None:
+        """Refuse coordinates outside the district (the areas' extent plus a margin)."""
+        if lat is None or lon is None:
+            return
+        bounds = self.registry.bounds()
+        if bounds is not None and not bounds.contains(lat, lon):
+            raise ValidationError(
+                f"lat/lon: ({lat}, {lon}) is outside the district "
+                f"(lat {bounds.lat_min:.3f}..{bounds.lat_max:.3f}, "
+                f"lon {bounds.lon_min:.3f}..{bounds.lon_max:.3f}: the areas' extent "
+                f"plus {bounds.margin_deg} degrees)",
+                "lat",
+            )
 
     def validate_complaint(self, record: Any, received_ms: int) -> dict[str, Any]:
         """A hotline record checked against the catalog, ``received_at`` as a datetime."""
@@ -542,4 +563,10 @@ class Decoder:
         area = out.get("area_code")
         if area is not None and not self.registry.has_area(area):
             raise ValidationError(f"area_code: {area!r} is not a registered area", "area_code")
+        if area is None and out.get("device_id") is not None:
+            # a complaint about a registered device belongs to the device's area (density)
+            entry = self.registry.lookup(out["device_id"])
+            if entry is not None and entry.area_code is not None:
+                out["area_code"] = entry.area_code
+        self._check_location(out.get("lat"), out.get("lon"))
         return out

@@ -21,7 +21,12 @@ from cityops.catalog import Kind
 log = structlog.get_logger(__name__)
 
 DEVICES_SQL = "SELECT device_id, kind, gateway_id, status, area_code FROM devices"
-AREAS_SQL = "SELECT code FROM areas"
+AREAS_SQL = "SELECT code, lat, lon FROM areas"
+# Complaint coordinates must fall within the areas' centroids' extent plus this margin (degrees;
+# 0.1 is about 11 km north-south, 8.5 km east-west at Beijing's latitude): an area's centroid is
+# not its edge (the simulated city layout reaches 0.06 degrees past the outermost centroid), and a
+# point far outside is a geocoding error (another city, swapped lat/lon).
+DISTRICT_MARGIN_DEG = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +40,45 @@ class DeviceEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Bounds:
+    """The district's extent: a latitude/longitude box (margin included)."""
+
+    lat_min: float
+    lat_max: float
+    lon_min: float
+    lon_max: float
+    margin_deg: float
+
+    def contains(self, lat: float, lon: float) -> bool:
+        """The point lies inside the box."""
+        return self.lat_min <= lat <= self.lat_max and self.lon_min <= lon <= self.lon_max
+
+
+def district_bounds(
+    points: list[tuple[float, float]], margin_deg: float = DISTRICT_MARGIN_DEG
+) -> Bounds | None:
+    """The box around the areas' (lat, lon) centroids plus ``margin_deg``; None without any."""
+    if not points:
+        return None
+    lats = [p[0] for p in points]
+    lons = [p[1] for p in points]
+    return Bounds(
+        min(lats) - margin_deg,
+        max(lats) + margin_deg,
+        min(lons) - margin_deg,
+        max(lons) + margin_deg,
+        margin_deg,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class RegistrySnapshot:
-    """Devices by id, the set of gateway ids and the set of area codes."""
+    """Devices by id, the set of gateway ids, the set of area codes and the district's bounds."""
 
     devices: dict[str, DeviceEntry]
     gateways: frozenset[str]
     areas: frozenset[str]
+    bounds: Bounds | None = None
 
 
 def load_snapshot(conn: psycopg.Connection[Any]) -> RegistrySnapshot:
@@ -52,9 +90,11 @@ def load_snapshot(conn: psycopg.Connection[Any]) -> RegistrySnapshot:
             devices[device_id] = DeviceEntry(Kind(kind), gateway_id, status, area_code)
             if gateway_id is not None:
                 gateways.add(gateway_id)
-        areas = frozenset(row[0] for row in cur.execute(AREAS_SQL))
+        rows = cur.execute(AREAS_SQL).fetchall()
     conn.commit()
-    return RegistrySnapshot(devices, frozenset(gateways), areas)
+    areas = frozenset(row[0] for row in rows)
+    points = [(lat, lon) for _, lat, lon in rows if lat is not None and lon is not None]
+    return RegistrySnapshot(devices, frozenset(gateways), areas, district_bounds(points))
 
 
 class RegistryCache:
@@ -122,6 +162,11 @@ class RegistryCache:
             return True
         self._maybe_reload(miss=True)
         return code in self._snapshot.areas
+
+    def bounds(self) -> Bounds | None:
+        """The district's bounds for coordinate checks (None when no area has a centroid)."""
+        self._maybe_reload(miss=False)
+        return self._snapshot.bounds
 
     def add(self, device_id: str, entry: DeviceEntry) -> None:
         """Remember a device ingest registered itself (auto-registration)."""

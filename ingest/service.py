@@ -416,6 +416,8 @@ class IngestService:
                 m.duplicates.labels(kind.value).inc(n)
         for d in batch.dead_letters:
             m.dead_letters.labels(d.reason).inc()
+        for d in result.conflicts:
+            m.dead_letters.labels(d.reason).inc()
         if result.complaints_stored:
             m.complaints.inc(len(result.complaints_stored))
         if result.statuses_stored:
@@ -486,3 +488,4 @@ def _merge(total: WriteResult, part: WriteResult) -> None:
     total.complaints_stored.extend(part.complaints_stored)
     total.statuses_stored.extend(part.statuses_stored)
     total.dead_letters += part.dead_letters
+    total.conflicts.extend(part.conflicts)

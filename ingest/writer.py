@@ -10,7 +10,8 @@ and redeliveries are rare (after a crash or a reconnect).
 
 Timestamps travel as epoch milliseconds and are written in PostgreSQL's binary ``timestamptz``
 format (int64 microseconds since 2000-01-01), so no datetime object is built per reading.
-Dead letters, complaints (deduplicated by complaint id), status reports and auto-registrations
+Dead letters, complaints (deduplicated by complaint id; the same id with other content is a
+conflict, dead-lettered with both versions in the detail), status reports and auto-registrations
 go in the same transaction, so a message is either fully stored or not at all.
 """
 
@@ -27,8 +28,13 @@ from psycopg import sql
 
 from cityops import catalog
 from cityops.catalog import FieldType, Kind
-from cityops.complaints import INSERT_COMPLAINT_SQL
-from ingest.batcher import PendingBatch
+from cityops.complaints import (
+    INSERT_COMPLAINT_SQL,
+    STORED_COMPLAINT_SQL,
+    conflict_detail,
+    differences,
+)
+from ingest.batcher import DeadLetter, PendingBatch, storable_text
 from ingest.decode import ms_to_datetime
 
 _BINARY_TYPES = {
@@ -123,12 +129,22 @@ class WriteResult:
     # parts are written one by one and their results merged
     statuses_stored: list[tuple[str, str, bool, int, int]] = field(default_factory=list)
     dead_letters: int = 0
+    # complaints whose id was stored with other content (dead-lettered as conflicts)
+    conflicts: list[DeadLetter] = field(default_factory=list)
 
 
 def write_batch(
-    conn: psycopg.Connection[Any], batch: PendingBatch, *, want_keys: bool = False
+    conn: psycopg.Connection[Any],
+    batch: PendingBatch,
+    *,
+    want_keys: bool = False,
+    store_conflicts: bool = True,
 ) -> WriteResult:
-    """Write ``batch`` in one transaction and commit; raise psycopg errors (nothing committed)."""
+    """Write ``batch`` in one transaction and commit; raise psycopg errors (nothing committed).
+
+    A complaint whose id is already stored with other content is a conflict: it is returned in
+    ``result.conflicts`` and, with ``store_conflicts``, dead-lettered in the same transaction.
+    """
     result = WriteResult(new_keys={} if want_keys else None)
     try:
         with conn.cursor() as cur:
@@ -136,13 +152,18 @@ def write_batch(
                 cur.executemany(REGISTER_SQL, [(d, k.value, a) for d, k, a in batch.registrations])
             for kind, rows in batch.readings.items():
                 _write_readings(cur, kind, rows, result)
-            if batch.dead_letters:
-                _write_dead_letters(cur, batch)
-                result.dead_letters = len(batch.dead_letters)
-            for complaint in batch.complaints:
+            for i, complaint in enumerate(batch.complaints):
                 cur.execute(INSERT_COMPLAINT_SQL, complaint)
                 if cur.fetchone() is not None:
                     result.complaints_stored.append(complaint["complaint_id"])
+                else:
+                    _check_conflict(cur, batch, i, complaint, result)
+            dead_letters = batch.dead_letters
+            if store_conflicts and result.conflicts:
+                dead_letters = [*dead_letters, *result.conflicts]
+            if dead_letters:
+                _write_dead_letters(cur, dead_letters)
+                result.dead_letters = len(dead_letters)
             for status in batch.statuses:
                 device_id, kind_name, online, ts_ms, recv_ms = status
                 args = (
@@ -212,10 +233,32 @@ def _write_readings(
     result.duplicates[kind] = len(rows) - stored
 
 
-def _write_dead_letters(cur: psycopg.Cursor[Any], batch: PendingBatch) -> None:
+def _check_conflict(
+    cur: psycopg.Cursor[Any],
+    batch: PendingBatch,
+    index: int,
+    complaint: dict[str, Any],
+    result: WriteResult,
+) -> None:
+    """A complaint id already stored: a duplicate if the content is the same, else a conflict."""
+    complaint_id = complaint["complaint_id"]
+    row = cur.execute(STORED_COMPLAINT_SQL, (complaint_id,)).fetchone()
+    if row is None:  # pragma: no cover - the conflicting row cannot vanish inside a transaction
+        return
+    stored = dict(zip([c.name for c in cur.description or ()], row, strict=True))
+    if not differences(stored, complaint):
+        return  # the same record again: a redelivery
+    topic, received_ms, record = batch.complaint_origins[index]
+    detail = conflict_detail(complaint_id, stored, complaint)
+    result.conflicts.append(
+        DeadLetter(received_ms, storable_text(topic), record, "conflict", storable_text(detail))
+    )
+
+
+def _write_dead_letters(cur: psycopg.Cursor[Any], dead_letters: list[DeadLetter]) -> None:
     with cur.copy(DEAD_LETTER_COPY) as copy:
         copy.set_types(["timestamptz", "text", "bytea", "text", "text"])
-        for d in batch.dead_letters:
+        for d in dead_letters:
             copy.write_row((ms_to_datetime(d.received_ms), d.topic, d.payload, d.reason, d.detail))
 
 

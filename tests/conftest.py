@@ -85,17 +85,51 @@ def make_settings(dsn: str, **storage: object) -> Settings:
     )
 
 
-@pytest.fixture
-def migrated_db(empty_db: str) -> str:
-    """A new database with the cityops schema (plain path) and the reference areas."""
+# The storage paths the storage-touching integration tests run on: native partitions always (CI),
+# and hypertables too when a TimescaleDB server is given (CITYOPS_TEST_TIMESCALE_DSN), so both
+# paths keep passing the same tests.
+STORAGE_PATHS = ["partitioned"] + (
+    ["timescaledb"] if os.environ.get("CITYOPS_TEST_TIMESCALE_DSN") else []
+)
+
+
+@pytest.fixture(params=STORAGE_PATHS)
+def storage_path(request: pytest.FixtureRequest) -> str:
+    """The storage path of ``migrated_db``: 'partitioned', or 'timescaledb' (hypertables)."""
+    return str(request.param)
+
+
+def _migrate_with_areas(dsn: str, timescaledb: str) -> None:
     from cityops import registry
     from cityops.db import migrate
 
-    settings = make_settings(empty_db, timescaledb="off")
-    with psycopg.connect(empty_db, autocommit=True, options="-c TimeZone=UTC") as conn:
+    settings = make_settings(dsn, timescaledb=timescaledb)
+    with psycopg.connect(dsn, autocommit=True, options="-c TimeZone=UTC") as conn:
         migrate.migrate(conn, settings.storage)
-    with psycopg.connect(empty_db, options="-c TimeZone=UTC") as conn:
+    with psycopg.connect(dsn, options="-c TimeZone=UTC") as conn:
         registry.import_areas(conn, registry.reference_area_records(), "reference")
+
+
+@pytest.fixture
+def migrated_db(request: pytest.FixtureRequest, storage_path: str) -> str:
+    """A new database with the cityops schema and the reference areas, on each storage path.
+
+    On 'partitioned' it is ``empty_db`` migrated with TimescaleDB off; on 'timescaledb' a new
+    database on the TimescaleDB server migrated with ``timescaledb="require"``.
+    """
+    if storage_path == "timescaledb":
+        dsn = str(request.getfixturevalue("timescale_db"))
+        _migrate_with_areas(dsn, "require")
+        return dsn
+    dsn = str(request.getfixturevalue("empty_db"))
+    _migrate_with_areas(dsn, "off")
+    return dsn
+
+
+@pytest.fixture
+def partitioned_db(empty_db: str) -> str:
+    """A migrated database on the plain path only (tests of partition maintenance itself)."""
+    _migrate_with_areas(empty_db, "off")
     return empty_db
 
 

@@ -48,11 +48,14 @@ def ingest(
     Runs until SIGTERM/SIGINT, then flushes and acknowledges the open batch.
     """
     from cityops.cli.pipeline import build_pipeline
+    from ingest.broker_check import check_broker
     from ingest.health import HealthServer
     from ingest.metrics import IngestMetrics
     from ingest.service import IngestService
 
     settings = settings_of(ctx)
+    # before anything else: a broker that will drop a burst is worth a warning at every start
+    check_broker(settings)
     metrics = IngestMetrics()
     pipeline = build_pipeline(
         settings, registry=metrics.registry, with_stream=stream, with_alerts=alerts

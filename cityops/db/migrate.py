@@ -19,7 +19,7 @@ import psycopg
 import structlog
 
 from cityops.db import storage
-from cityops.errors import MigrationError
+from cityops.errors import DatabaseError, MigrationError
 from cityops.settings import StorageSettings
 
 log = structlog.get_logger(__name__)
@@ -184,6 +184,10 @@ def _check_path_still_usable(conn: psycopg.Connection[Any], path: storage.Storag
                 "this database was set up on TimescaleDB but the extension is not loaded now; "
                 "add timescaledb to shared_preload_libraries and restart PostgreSQL"
             )
+        try:
+            storage.check_timescaledb_version(probe.installed_version)
+        except DatabaseError as err:
+            raise MigrationError(str(err)) from err
 
 
 def pending(conn: psycopg.Connection[Any]) -> list[Migration]:

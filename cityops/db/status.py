@@ -57,7 +57,20 @@ class DatabaseStatus:
     tables: list[TableStatus] = field(default_factory=list)
 
 
-def _count(conn: psycopg.Connection[Any], table: str, exact: bool) -> tuple[int, bool]:
+# A hypertable's rows live in its chunks, and a compressed chunk's in its compressed table: the
+# statistics of the parent (and of the chunks' heaps) miss them. TimescaleDB's own estimate
+# counts compressed rows too; it is 0 before any ANALYZE, and then the plain estimate (or an
+# exact count, when the statistics say they were never gathered) decides.
+APPROXIMATE_SQL = "SELECT approximate_row_count(%s::regclass)"
+
+
+def _count(
+    conn: psycopg.Connection[Any], table: str, exact: bool, *, hypertable: bool = False
+) -> tuple[int, bool]:
+    if not exact and hypertable:
+        row = conn.execute(APPROXIMATE_SQL, (table,)).fetchone()
+        if row is not None and row[0] is not None and row[0] > 0:
+            return int(row[0]), False
     if not exact:
         row = conn.execute(ESTIMATE_SQL, (table, table)).fetchone()
         if row is not None and not row[1]:
@@ -85,8 +98,9 @@ def collect(conn: psycopg.Connection[Any], *, exact: bool = False) -> DatabaseSt
     if path is None:
         return status
     for table, _time_column, _days in conn.execute(storage.TIMESERIES_SQL).fetchall():
-        rows, was_exact = _count(conn, table, exact)
-        if path is storage.StoragePath.TIMESCALEDB:
+        hypertable = path is storage.StoragePath.TIMESCALEDB
+        rows, was_exact = _count(conn, table, exact, hypertable=hypertable)
+        if hypertable:
             chunks_row = storage.fetch_one(conn, CHUNKS_SQL, (table,))
             status.tables.append(
                 TableStatus(

@@ -76,6 +76,37 @@ ORDER BY c.relname
 
 _BOUND_RE = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
 
+# Before 2.18.1, INSERT ... ON CONFLICT DO NOTHING into a compressed chunk stopped at the first
+# conflicting row and inserted none of the new rows after it (timescale/timescaledb#7672, fixed
+# by #7673). Ingest's redelivery path is exactly that statement, and the hypertables are always
+# compressed, so an older TimescaleDB would silently lose readings redelivered after an outage
+# longer than the compression age.
+MIN_TIMESCALEDB = (2, 18, 1)
+_VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``'2.17.2'`` (or ``'2.18.0-dev'``) as a comparable (major, minor, patch)."""
+    match = _VERSION_RE.match(text.strip())
+    if match is None:
+        raise DatabaseError(f"cannot read the TimescaleDB version {text!r}")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def check_timescaledb_version(version: str) -> None:
+    """Refuse a TimescaleDB that loses rows on ON CONFLICT DO NOTHING into compressed chunks."""
+    if parse_version(version) >= MIN_TIMESCALEDB:
+        return
+    minimum = ".".join(map(str, MIN_TIMESCALEDB))
+    raise DatabaseError(
+        f"TimescaleDB {version} is older than {minimum}: on it INSERT ... ON CONFLICT DO NOTHING "
+        "into a compressed chunk silently drops the new rows after the first conflict "
+        "(timescale/timescaledb#7672), so readings redelivered after an outage would be lost. "
+        f"Install TimescaleDB {minimum} or later and run ALTER EXTENSION timescaledb UPDATE in "
+        "this database, or set CITYOPS_STORAGE_TIMESCALEDB=off (new databases only) to use "
+        "native partitions"
+    )
+
 
 def fetch_one(
     conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()
@@ -104,6 +135,9 @@ def choose_path(
     if storage.timescaledb == "off":
         return StoragePath.PARTITIONED, probe
     if probe.usable:
+        version = probe.installed_version or probe.available_version
+        if version is not None:
+            check_timescaledb_version(version)
         if probe.installed_version is None:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         return StoragePath.TIMESCALEDB, probe_timescaledb(conn)

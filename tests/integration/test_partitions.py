@@ -21,22 +21,24 @@ def _ranges(conn: psycopg.Connection[tuple[object, ...]], table: str) -> list[da
     return sorted(p.start for p in storage.list_partitions(conn, table) if p.start is not None)
 
 
-def test_migrate_premakes_partitions_around_now(migrated_db: str) -> None:
-    settings = make_settings(migrated_db, timescaledb="off")
+def test_migrate_premakes_partitions_around_now(partitioned_db: str) -> None:
+    settings = make_settings(partitioned_db, timescaledb="off")
     today = storage.partition_start(datetime.now(UTC), 1)
-    with _conn(migrated_db) as conn:
+    with _conn(partitioned_db) as conn:
         starts = _ranges(conn, "heating_readings")
         assert today in starts
         assert today + timedelta(days=settings.storage.premake_partitions) in starts
         assert today - timedelta(days=1) in starts
 
 
-def test_maintenance_creates_ahead_files_default_rows_and_drops_expired(migrated_db: str) -> None:
+def test_maintenance_creates_ahead_files_default_rows_and_drops_expired(
+    partitioned_db: str,
+) -> None:
     settings = make_settings(
-        migrated_db, timescaledb="off", retention_days=30, premake_partitions=3
+        partitioned_db, timescaledb="off", retention_days=30, premake_partitions=3
     )
     now = datetime.now(UTC)
-    with _conn(migrated_db) as conn:
+    with _conn(partitioned_db) as conn:
         conn.execute(
             "INSERT INTO devices (device_id, kind, area_code) VALUES ('H-1', 'heating', 'CY-JW')"
         )
@@ -80,10 +82,10 @@ def test_maintenance_creates_ahead_files_default_rows_and_drops_expired(migrated
         assert (again.created, again.dropped, again.moved_rows) == ([], [], 0)
 
 
-def test_rows_older_than_retention_in_default_are_expired(migrated_db: str) -> None:
-    settings = make_settings(migrated_db, timescaledb="off", retention_days=5)
+def test_rows_older_than_retention_in_default_are_expired(partitioned_db: str) -> None:
+    settings = make_settings(partitioned_db, timescaledb="off", retention_days=5)
     now = datetime.now(UTC)
-    with _conn(migrated_db) as conn:
+    with _conn(partitioned_db) as conn:
         conn.execute(
             "INSERT INTO devices (device_id, kind, area_code) VALUES ('C-1', 'charger', 'CY-JW')"
         )
@@ -96,8 +98,8 @@ def test_rows_older_than_retention_in_default_are_expired(migrated_db: str) -> N
         assert conn.execute("SELECT count(*) FROM charger_readings").fetchone() == (0,)
 
 
-def test_status_reports_path_level_partitions_and_rows(migrated_db: str) -> None:
-    with _conn(migrated_db) as conn:
+def test_status_reports_path_level_partitions_and_rows(partitioned_db: str) -> None:
+    with _conn(partitioned_db) as conn:
         st = status.collect(conn, exact=True)
     assert st.path is storage.StoragePath.PARTITIONED
     assert st.migration_version is not None

@@ -240,3 +240,38 @@ def _valid_value(f: object) -> object:
     if f.type is FieldType.ENUM:
         return (f.allowed or ("x",))[0]
     return "text"
+
+
+def test_complaint_area_from_device_and_district_bounds() -> None:
+    from ingest.registry_cache import district_bounds
+
+    devices = {"HT-9": DeviceEntry(Kind.HEATING, None, "in_service", "CY-A")}
+    bounds = district_bounds([(39.9, 116.45), (40.0, 116.55)])
+    snap = RegistrySnapshot(devices, frozenset(), frozenset({"CY-A"}), bounds)
+    cache = RegistryCache(lambda: snap)
+    cache.reload()
+    decoder = Decoder(cache)
+    base = {"complaint_id": "C-1", "received_at": T0, "category": "heating"}
+    assert decoder.validate_complaint({**base, "device_id": "HT-9"}, RECV)["area_code"] == "CY-A"
+    assert decoder.validate_complaint({**base, "device_id": "nope"}, RECV)["area_code"] is None
+    inside = decoder.validate_complaint({**base, "lat": 39.85, "lon": 116.62}, RECV)
+    assert inside["lat"] == 39.85
+    with pytest.raises(ValidationError, match="outside the district"):
+        decoder.validate_complaint({**base, "lat": 31.23, "lon": 121.47}, RECV)  # Shanghai
+    with pytest.raises(ValidationError, match="outside the district"):
+        decoder.validate_complaint({**base, "lat": 40.0, "lon": 39.9}, RECV)  # a lat as lon
+    # without any area centroid there is nothing to check against
+    assert district_bounds([]) is None
+
+
+def test_dead_letter_text_is_storable() -> None:
+    from ingest.batcher import storable_text
+
+    assert storable_text("a\x00b") == "a\\u0000b"
+    assert storable_text("lone \ud800 surrogate") == "lone \\ud800 surrogate"
+    assert storable_text("温度 ok") == "温度 ok"
+    batch = _decode(
+        "cityops/v1/streetlight/SL-1/telemetry", b'{"ts": 1, "values": {"x\\u0000": 1}}'
+    )
+    (d,) = batch.dead_letters
+    assert "\x00" not in d.detail

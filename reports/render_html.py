@@ -152,6 +152,43 @@ def ranking_svg(
     return "".join(parts)
 
 
+def _provisional_note(report: dict[str, Any]) -> str:
+    """A banner naming the stale windows when figures are provisional (empty otherwise)."""
+    if not report.get("provisional"):
+        return ""
+    windows = ", ".join(report.get("freshness", {}).get("provisional_windows", []))
+    return (
+        '<p class="provisional"><b>Provisional 数据待更新:</b> hourly rates were missing or older '
+        f"than their readings ({escape(windows)}); the figures marked provisional may change "
+        "after <code>cityops rates recompute</code>.</p>"
+    )
+
+
+def _rule_cell(r: dict[str, Any]) -> str:
+    """The rule's name and its inputs, compact enough for a table cell."""
+    inputs = r.get("inputs") or {}
+    shown = ", ".join(
+        f"{k}={v}"
+        for k, v in inputs.items()
+        if k not in ("as_of", "direction", "current_source", "user_forecast", "authority")
+        and v is not None
+        and not isinstance(v, dict | list)
+    )
+    return f"<b>{escape(str(r.get('rule', '')))}</b><br>{escape(shown)}"
+
+
+def _sensor_cell(check: dict[str, Any] | None) -> str:
+    """Sensor-derived value beside the entered one, with the disagreement flag."""
+    if not check:
+        return ""
+    text = f"sensor {_fmt(check['sensor_value'])}"
+    if check.get("entered_value") is not None:
+        text += f"; entered {_fmt(check['entered_value'])} (used)"
+        if check.get("disagrees"):
+            text += " — DISAGREE 不一致"
+    return escape(text)
+
+
 def to_html(report: dict[str, Any]) -> bytes:
     """The whole report as one self-contained HTML page."""
     defs = report["definitions"]
@@ -167,6 +204,7 @@ def to_html(report: dict[str, Any]) -> bytes:
         f"{escape(report['period']['start'])} – {escape(report['period']['end'])} (UTC; months are "
         f"{escape(report['period']['timezone'])} calendar months) · generated "
         f"{escape(report['generated_at'])}</p>",
+        _provisional_note(report),
         '<h2>Trends against targets 指标趋势</h2><div class="charts">',
     ]
     for metric, points in report["trends"].items():
@@ -209,7 +247,8 @@ def to_html(report: dict[str, Any]) -> bytes:
                 [
                     escape(defs[r["metric"]]["name_zh"]),
                     escape(names.get(r["scope"], r["scope"])),
-                    _fmt(r["value"], defs[r["metric"]]["unit"]),
+                    _fmt(r["value"], defs[r["metric"]]["unit"])
+                    + (" (provisional 待更新)" if r.get("provisional") else ""),
                     _fmt(r["prev_month"], defs[r["metric"]]["unit"]),
                     _fmt(r["mom_change"], defs[r["metric"]]["unit"]),
                     _fmt(r["prev_year"], defs[r["metric"]]["unit"]),
@@ -344,6 +383,8 @@ def to_html(report: dict[str, Any]) -> bytes:
                 "评估",
                 "预期",
                 "reason",
+                "rule and inputs 规则与输入",
+                "sensor vs entered",
             ],
             [
                 [
@@ -358,7 +399,9 @@ def to_html(report: dict[str, Any]) -> bytes:
                     _fmt(r["proposed_target"]),
                     escape(r["report_zh"]),
                     escape(r["pace_zh"]),
-                    escape(r["reason"]),
+                    escape(r["reason"]) + (" (provisional 待更新)" if r.get("provisional") else ""),
+                    _rule_cell(r),
+                    _sensor_cell(r.get("sensor_check")),
                 ]
                 for r in e["rows"]
             ],

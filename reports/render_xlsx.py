@@ -6,6 +6,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from openpyxl import Workbook
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
@@ -64,6 +65,14 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
         ("Time zone", report["period"]["timezone"]),
         ("Catalog version 指标目录版本", report["catalog_version"]),
         ("Generated at", report["generated_at"]),
+        (
+            "Provisional 数据待更新",
+            "yes: figures from stale or missing hourly rates are marked provisional ("
+            + ", ".join(report.get("freshness", {}).get("provisional_windows", []))
+            + ")"
+            if report.get("provisional")
+            else "no (hourly rates checked fresh)",
+        ),
     ):
         summary.append(list(item))
     summary.column_dimensions["A"].width = 30
@@ -93,10 +102,11 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
                 r["rank"],
                 r.get("vs_2020"),
                 defs[r["metric"]]["unit"],
+                "provisional" if r.get("provisional") else "",
             ]
         )
         rate_fmts.append(
-            [None, None, None, None, v, v, ch, v, ch, NUM, NUM, PCT, INT, PCT_CHANGE, None]
+            [None, None, None, None, v, v, ch, v, ch, NUM, NUM, PCT, INT, PCT_CHANGE, None, None]
         )
     ws = _sheet(
         wb,
@@ -117,9 +127,10 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
             "rank",
             "vs 2020 baseline",
             "unit",
+            "provisional",
         ],
         rate_rows,
-        [None] * 15,
+        [None] * 16,
     )
     for i, fmts in enumerate(rate_fmts, start=2):
         for col, fmt in enumerate(fmts, start=1):
@@ -314,6 +325,14 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
             "pace",
             "at risk",
             "reason",
+            "rule 规则",
+            "rule inputs (JSON)",
+            "no target",
+            "status from",
+            "sensor value",
+            "entered value used",
+            "sensor vs entered disagree",
+            "provisional",
         ],
         [
             [
@@ -340,6 +359,14 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
                 r["pace_en"],
                 r["at_risk"],
                 r["reason"],
+                f"{r.get('rule', '')}: {r.get('rule_text', '')}",
+                orjson.dumps(r.get("inputs", {}), option=orjson.OPT_SORT_KEYS).decode(),
+                r.get("no_target", False),
+                r.get("status_source"),
+                (r.get("sensor_check") or {}).get("sensor_value"),
+                (r.get("sensor_check") or {}).get("entered_value"),
+                (r.get("sensor_check") or {}).get("disagrees"),
+                r.get("provisional", False),
             ]
             for r in e["rows"]
         ],

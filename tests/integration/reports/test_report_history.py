@@ -175,3 +175,28 @@ def test_entered_observation_takes_precedence_and_disagreement_is_flagged(
     for key in ("cy-gov-05", "cy-gov-15"):
         assert evaluated[key]["status"] == rows[key]["status"]
         assert evaluated[key]["current"] == rows[key]["current"]
+
+
+def test_history_import_stores_good_rows_and_names_bad_lines(migrated_db: str) -> None:
+    _setup(migrated_db)
+    text = (
+        "device_id,event,on_date,to_area,note\n"
+        "CH-0-0,move,2026-02-15,CY-CW,re-sited\n"
+        "CH-0-1,retire,2026-02-15,,\n"
+        "CH-0-2,move,2026-02-15,,\n"
+        "NOPE,install,2026-01-01,,\n"
+        "CH-1-0,decommission,2025-12-15,,\n"
+    )
+    with psycopg.connect(migrated_db, options="-c TimeZone=UTC") as conn:
+        report = registry.import_events(conn, list(registry.parse_records(text, "csv")), "t")
+        conn.commit()
+        history = registry.load_history(conn, "charger")
+    assert report.stored == 2
+    assert [(e.location, e.message.split(":")[0]) for e in report.errors] == [
+        ("line 3", "event"),
+        ("line 4", "to_area"),
+        ("line 5", "device_id"),
+    ]
+    moved = history["CH-0-0"]
+    assert (moved.area, moved.area_on(date(2026, 2, 14))) == ("CY-CW", "CY-JW")
+    assert not history["CH-1-0"].in_service_on(date(2026, 1, 1))

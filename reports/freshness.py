@@ -12,7 +12,7 @@ provisional (``provisional``); it never prints them silently.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -20,6 +20,7 @@ from psycopg import sql
 
 from cityops import catalog
 from cityops.catalog import Kind
+from cityops.schedule import HeatingCalendar
 from cityops.settings import Settings
 from stream import recompute
 
@@ -33,9 +34,15 @@ WITH r AS (
     WHERE kind = %(kind)s AND hour >= %(start)s AND hour < %(end)s
       AND area_code = ANY(%(codes)s) GROUP BY 1
 )
-SELECT count(*) FILTER (WHERE q.hour IS NULL),
+SELECT coalesce(array_agg(r.hour ORDER BY r.hour) FILTER (WHERE q.hour IS NULL), '{{}}'),
        count(*) FILTER (WHERE q.computed < r.stored)
 FROM r LEFT JOIN q ON q.hour = r.hour
+"""
+
+HEATING_DATA_SQL = """
+SELECT EXISTS (SELECT 1 FROM heating_readings WHERE ts >= %(start)s AND ts < %(end)s)
+    OR EXISTS (SELECT 1 FROM complaints WHERE category = 'heating'
+               AND received_at >= %(start)s AND received_at < %(end)s)
 """
 
 COMPLAINTS_STALE_SQL = """
@@ -106,15 +113,31 @@ def _hour_floor(ts: datetime) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+def has_heating_data(conn: psycopg.Connection[Any], start: datetime, end: datetime) -> bool:
+    """True when any heating reading or heating complaint was stored for [start, end)."""
+    row = conn.execute(HEATING_DATA_SQL, {"start": start, "end": end}).fetchone()
+    return bool(row and row[0])
+
+
 def check(
-    conn: psycopg.Connection[Any], window: Window, codes: list[str], now: datetime
+    conn: psycopg.Connection[Any],
+    window: Window,
+    codes: list[str],
+    now: datetime,
+    calendar: HeatingCalendar | None = None,
 ) -> Finding:
-    """Missing and stale hours of ``window`` (up to the last complete hour before ``now``)."""
+    """Missing and stale hours of ``window`` (up to the last complete hour before ``now``).
+
+    Heating readings out of season have no rates by design; with ``calendar`` they are not
+    counted as missing. A season without any heating data is not checked for missing hours.
+    """
     end = min(window.end, _hour_floor(now))
     if end <= window.start:
         return Finding(window=window, missing_hours=0, stale_hours=0)
     params = {"start": window.start, "end": end, "kind": window.kind.value, "codes": codes}
     if window.density:
+        if not has_heating_data(conn, window.start, end):
+            return Finding(window=window, missing_hours=0, stale_hours=0)
         c_missing, c_stale = conn.execute(COMPLAINTS_STALE_SQL, params).fetchone() or (0, 0)
         row = conn.execute(DENSITY_HOURS_SQL, params).fetchone()
         gaps = int(row[0]) if row else 0
@@ -122,8 +145,10 @@ def check(
             window=window, missing_hours=max(gaps, int(c_missing)), stale_hours=int(c_stale)
         )
     query = sql.SQL(STALE_SQL).format(table=sql.Identifier(catalog.KINDS[window.kind].table))
-    missing, stale = conn.execute(query, params).fetchone() or (0, 0)
-    return Finding(window=window, missing_hours=int(missing), stale_hours=int(stale))
+    hours, stale = conn.execute(query, params).fetchone() or ([], 0)
+    if window.kind is Kind.HEATING and calendar is not None:
+        hours = [h for h in hours if calendar.in_season(h + timedelta(minutes=30))]
+    return Finding(window=window, missing_hours=len(hours), stale_hours=int(stale))
 
 
 def ensure_fresh(
@@ -140,7 +165,8 @@ def ensure_fresh(
     Returns the report's ``freshness`` section: what was found, what was recomputed, and the
     kinds whose figures remain provisional.
     """
-    found = [check(conn, w, codes, now) for w in windows]
+    calendar = HeatingCalendar(settings.schedule, settings.timezone)
+    found = [check(conn, w, codes, now, calendar) for w in windows]
     recomputed: list[dict[str, Any]] = []
     if policy == "recompute":
         for f in found:
@@ -149,7 +175,8 @@ def ensure_fresh(
             end = min(f.window.end, _hour_floor(now))
             rows = recompute.recompute(conn, settings, f.window.start, end, kinds=(f.window.kind,))
             recomputed.append({**f.as_dict(), "rows_written": rows})
-        found = [check(conn, w, codes, now) for w in windows]
+        calendar = HeatingCalendar(settings.schedule, settings.timezone)
+    found = [check(conn, w, codes, now, calendar) for w in windows]
     provisional = sorted({f.window.kind.value for f in found if f.bad})
     return {
         "policy": policy,

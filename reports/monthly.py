@@ -718,7 +718,9 @@ def sensor_observations(
             )
             num = sum(v.numerator for v in vals)
             den = sum(v.denominator for v in vals)
-            value = num / den if den else None
+            # Without any heating data in the season, 0 complaints would be a guess, not a value.
+            has_data = freshness.has_heating_data(conn, start, end)
+            value = num / den if den and has_data else None
             note = f"season to date from {start.date()}, pro-rated to a season"
         elif ind.sensor_metric is SensorMetric.CHARGER_SERVICE_RADIUS:
             d = next((r for r in radius_rows if r["level"] == "district"), None)

@@ -164,15 +164,34 @@ def _provisional_note(report: dict[str, Any]) -> str:
     )
 
 
+# Inputs the evaluation table already shows in its own columns (the JSON/XLSX carry them all).
+RULE_CELL_SKIP = frozenset(
+    {
+        "as_of",
+        "direction",
+        "current_source",
+        "current_on",
+        "user_forecast",
+        "authority",
+        "target",
+        "current",
+        "baseline",
+        "time_share",
+        "task_share",
+        "forecast",
+        "forecast_source",
+        "gap_unit",
+    }
+)
+
+
 def _rule_cell(r: dict[str, Any]) -> str:
     """The rule's name and its inputs, compact enough for a table cell."""
     inputs = r.get("inputs") or {}
     shown = ", ".join(
-        f"{k}={v}"
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
         for k, v in inputs.items()
-        if k not in ("as_of", "direction", "current_source", "user_forecast", "authority")
-        and v is not None
-        and not isinstance(v, dict | list)
+        if k not in RULE_CELL_SKIP and v is not None and not isinstance(v, dict | list)
     )
     return f"<b>{escape(str(r.get('rule', '')))}</b><br>{escape(shown)}"
 

@@ -336,14 +336,24 @@ def _rate_rows(
     cur: Sums,
     prev: Sums,
     yoy: Sums,
+    equipped: dict[str, set[str]] | None = None,
 ) -> list[dict[str, Any]]:
+    """Rate rows; ``equipped`` (kind -> areas with devices of that kind in the month) limits
+    the rankings to areas that had devices: an area without any is not ranked (not "first")."""
     codes = [a.code for a in areas]
     hours = {"cur": month.hours, "prev": month.shift(-1).hours, "yoy": month.shift(-12).hours}
     rows: list[dict[str, Any]] = []
     for m in METRICS:
         area_values = {c: _value(m, *_rollup(cur, [c], m.metric)[:2], hours["cur"]) for c in codes}
-        ranks = _ranks(area_values, m.better)
+        with_devices = None if equipped is None else equipped.get(m.kind.value, set())
+        ranks = _ranks(
+            {c: v for c, v in area_values.items() if with_devices is None or c in with_devices},
+            m.better,
+        )
         ranked = len(ranks)
+        rank_counts: dict[int, int] = {}
+        for r in ranks.values():
+            rank_counts[r] = rank_counts.get(r, 0) + 1
         scopes: list[tuple[str, list[str], str]] = [(district, codes, "district")]
         scopes += [(c, [c], "area") for c in codes]
         for scope, members, level in scopes:
@@ -372,6 +382,8 @@ def _rate_rows(
                 "coverage": _r(cov_num / cov_den) if cov_den else None,
                 "rank": ranks.get(scope) if level == "area" else None,
                 "ranked": ranked,
+                "tied": level == "area" and rank_counts.get(ranks.get(scope, -1), 0) > 1,
+                "has_devices": level == "district" or with_devices is None or scope in with_devices,
             }
             if m.metric == "complaint_density":
                 base = settings.report.heating_baseline_2020
@@ -591,10 +603,10 @@ WHERE hour >= %s AND hour < %s AND area_code = ANY(%s) AND metric = ANY(%s) GROU
 """
 
 
-def _coverage(
-    conn: psycopg.Connection[Any], month: Month, codes: list[str], cur: Sums
-) -> list[dict[str, Any]]:
-    """Per kind: in-service devices, area-hours with rates present vs expected, data coverage."""
+def _devices_by_kind(
+    conn: psycopg.Connection[Any], month: Month, codes: list[str]
+) -> dict[str, dict[str, int]]:
+    """kind -> area -> devices in service during the month (registry history)."""
     devices: dict[str, dict[str, int]] = {}
     wanted = set(codes)
     for kind in COVERAGE_METRICS:
@@ -603,6 +615,17 @@ def _coverage(
             if area in wanted:
                 per = devices.setdefault(kind.value, {})
                 per[area] = per.get(area, 0) + 1
+    return devices
+
+
+def _coverage(
+    conn: psycopg.Connection[Any],
+    month: Month,
+    codes: list[str],
+    cur: Sums,
+    devices: dict[str, dict[str, int]],
+) -> list[dict[str, Any]]:
+    """Per kind: in-service devices, area-hours with rates present vs expected, data coverage."""
     present = {
         k: int(n)
         for k, n in conn.execute(
@@ -664,6 +687,40 @@ def _trends(
     return out
 
 
+RATES_PRESENT_SQL = """
+SELECT count(*) FROM rates_hourly
+WHERE hour >= %s AND hour < %s AND area_code = ANY(%s) AND denominator > 0
+"""
+
+
+def _data_presence(
+    conn: psycopg.Connection[Any],
+    month: Month,
+    codes: list[str],
+    hotline_rows: list[dict[str, Any]],
+    case_rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Whether the month has any data at all; a month without says so instead of showing zeros."""
+    row = conn.execute(RATES_PRESENT_SQL, (month.start, month.end, codes)).fetchone()
+    rate_rows = int(row[0]) if row else 0
+    complaints = sum(r["complaints"] for r in hotline_rows if r["level"] == "district")
+    cases = sum(r["cases"] for r in case_rows if r["level"] == "district")
+    empty = rate_rows == 0 and complaints == 0 and cases == 0
+    return {
+        "rate_rows": rate_rows,
+        "complaints": complaints,
+        "cases": cases,
+        "no_data": empty,
+        "no_data_note": (
+            f"no data for {month.label}: no hourly rates, complaints or cases were stored for "
+            "this month (check the month, or load/ingest its data and run `cityops rates "
+            "recompute`)"
+            if empty
+            else None
+        ),
+    }
+
+
 # -- evaluation ------------------------------------------------------------------------------
 
 
@@ -690,10 +747,12 @@ def sensor_observations(
     sums: Sums,
     codes: list[str],
     radius_rows: list[dict[str, Any]],
+    day: date | None = None,
 ) -> list[ev.Observation]:
-    """The month's values of sensor-linked district indicators, as observations at month end."""
+    """The month's values of sensor-linked district indicators, as observations dated ``day``
+    (the month's last day; for a month in progress, its last complete day)."""
     out: list[ev.Observation] = []
-    day = month.last_day
+    day = month.last_day if day is None else day
     for ind in cat.indicators:
         if ind.sensor_metric is None or ind.scope != "district":
             continue
@@ -931,6 +990,31 @@ def evaluate_stored(
 # -- the report ------------------------------------------------------------------------------
 
 
+def _freshness_windows(settings: Settings, month: Month, as_of: date) -> list[freshness.Window]:
+    """The spans of hours a report reads: the month, the previous month and the same month a
+    year earlier per kind, and the heating season to ``as_of`` (the complaint density)."""
+    windows = [
+        freshness.Window(what=f"{label} {kind.value}", kind=kind, start=m.start, end=m.end)
+        for label, m in (
+            ("month", month),
+            ("previous month", month.shift(-1)),
+            ("same month last year", month.shift(-12)),
+        )
+        for kind in Kind
+    ]
+    season_start, season_end = _season_span(settings, as_of)
+    windows.append(
+        freshness.Window(
+            what="heating season to date (complaint density)",
+            kind=Kind.HEATING,
+            start=season_start,
+            end=season_end,
+            density=True,
+        )
+    )
+    return windows
+
+
 def build(
     conn: psycopg.Connection[Any],
     settings: Settings,
@@ -968,32 +1052,20 @@ def build(
     codes = [a.code for a in areas]
     step("freshness of the hourly rates")
     clock = (now or datetime.now(UTC)).astimezone(UTC)
-    windows = [
-        freshness.Window(what=f"{label} {kind.value}", kind=kind, start=m.start, end=m.end)
-        for label, m in (
-            ("month", month),
-            ("previous month", month.shift(-1)),
-            ("same month last year", month.shift(-12)),
-        )
-        for kind in Kind
-    ]
-    season_start, season_end = _season_span(settings, month.last_day)
-    windows.append(
-        freshness.Window(
-            what="heating season to date (complaint density)",
-            kind=Kind.HEATING,
-            start=season_start,
-            end=season_end,
-            density=True,
-        )
-    )
+    # A month in progress is evaluated as of its last complete local day, and says so.
+    today = clock.astimezone(ZoneInfo(settings.timezone)).date()
+    partial = month.end > clock
+    as_of = min(month.last_day, today - timedelta(days=1)) if partial else month.last_day
+    windows = _freshness_windows(settings, month, as_of)
     fresh = freshness.ensure_fresh(conn, settings, windows, codes, policy=policy, now=clock)
     provisional_kinds = set(fresh["provisional_kinds"])
     step("rates")
     cur = _sums(conn, settings, district, month.start, month.end)
     prev = _sums(conn, settings, district, month.shift(-1).start, month.shift(-1).end)
     yoy = _sums(conn, settings, district, month.shift(-12).start, month.shift(-12).end)
-    rate_rows = _rate_rows(settings, month, district, areas, cur, prev, yoy)
+    devices_by_kind = _devices_by_kind(conn, month, codes)
+    equipped = {k: set(v) for k, v in devices_by_kind.items()}
+    rate_rows = _rate_rows(settings, month, district, areas, cur, prev, yoy, equipped)
     step("charging radius")
     radius_rows = _radius(conn, settings, month, district, set(codes))
     step("cases and hotline")
@@ -1001,13 +1073,15 @@ def build(
     hotline_rows = _hotline(conn, month, district, codes)
     manhole_rows = _manhole(conn, settings, month, district, codes)
     step("coverage and trends")
-    coverage_rows = _coverage(conn, month, codes, cur)
+    coverage_rows = _coverage(conn, month, codes, cur, devices_by_kind)
     trends = _trends(conn, settings, month, district)
     step("plan evaluation")
     cat = obs_store.load_catalog(conn)
-    as_of = month.last_day
     stored = obs_store.list_observations(conn, until=as_of, scope="district")
-    sensed = sensor_observations(conn, settings, cat, month, district, cur, codes, radius_rows)
+    sensed = sensor_observations(
+        conn, settings, cat, month, district, cur, codes, radius_rows, as_of
+    )
+    data = _data_presence(conn, month, codes, hotline_rows, case_rows)
     used, checks = sensor_precedence(cat, settings, month, stored, sensed)
     provisional_keys = {
         o.indicator
@@ -1096,6 +1170,18 @@ def build(
         "coverage": coverage_rows,
         "trends": trends,
         "evaluation": evaluation,
+        "completeness": {
+            "partial": partial,
+            "as_of": as_of.isoformat(),
+            "time_share": round(ev.time_share(as_of), 6) if as_of >= ev.PLAN_START else None,
+            "note": (
+                f"partial: {month.label} is in progress; figures cover the data up to now and the "
+                f"evaluation is as of its last complete day, {as_of.isoformat()}"
+                if partial
+                else f"complete month; evaluation as of {as_of.isoformat()}"
+            ),
+            **data,
+        },
         "freshness": fresh,
         "provisional": bool(provisional_kinds),
         "generated_at": generated.isoformat(),

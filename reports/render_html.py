@@ -32,6 +32,7 @@ CSS = """
 body { font-family: "Noto Sans CJK SC", "Source Han Sans SC", "Microsoft YaHei", sans-serif;
        margin: 24px; color: #222; font-size: 12px; }
 h1 { font-size: 20px; } h2 { font-size: 16px; border-bottom: 1px solid #999; margin-top: 24px; }
+p.provisional { background: #fff3cd; border: 1px solid #e0c36c; padding: 6px; }
 table { border-collapse: collapse; margin: 8px 0; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 th { background: #eee; } td.t { text-align: left; }
@@ -185,6 +186,15 @@ RULE_CELL_SKIP = frozenset(
 )
 
 
+def _completeness_note(report: dict[str, Any]) -> str:
+    """A line saying the month is partial, or has no data at all (empty otherwise)."""
+    c = report.get("completeness") or {}
+    notes = [c["note"]] if c.get("partial") else []
+    if c.get("no_data_note"):
+        notes.append(c["no_data_note"])
+    return "".join(f'<p class="provisional"><b>{escape(n)}</b></p>' for n in notes)
+
+
 def _rule_cell(r: dict[str, Any]) -> str:
     """The rule's name and its inputs, compact enough for a table cell."""
     inputs = r.get("inputs") or {}
@@ -224,6 +234,7 @@ def to_html(report: dict[str, Any]) -> bytes:
         f"{escape(report['period']['timezone'])} calendar months) · generated "
         f"{escape(report['generated_at'])}</p>",
         _provisional_note(report),
+        _completeness_note(report),
         '<h2>Trends against targets 指标趋势</h2><div class="charts">',
     ]
     for metric, points in report["trends"].items():
@@ -273,7 +284,7 @@ def to_html(report: dict[str, Any]) -> bytes:
                     _fmt(r["prev_year"], defs[r["metric"]]["unit"]),
                     _fmt(r["yoy_change"], defs[r["metric"]]["unit"]),
                     _fmt(r["coverage"], "ratio"),
-                    _fmt(r["rank"]),
+                    _fmt(r["rank"]) + ("=" if r.get("tied") else ""),
                     _fmt(r.get("vs_2020"), "ratio"),
                 ]
                 for r in report["rates"]

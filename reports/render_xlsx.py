@@ -73,6 +73,8 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
             if report.get("provisional")
             else "no (hourly rates checked fresh)",
         ),
+        ("Completeness 完整性", (report.get("completeness") or {}).get("note", "")),
+        ("No data 无数据", (report.get("completeness") or {}).get("no_data_note") or "no"),
     ):
         summary.append(list(item))
     summary.column_dimensions["A"].width = 30
@@ -142,7 +144,7 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
     ws = _sheet(
         wb,
         "Ranking",
-        ["metric", "rank 排名", "scope", "名称", "value", "of"],
+        ["metric", "rank 排名", "scope", "名称", "value", "of", "tied 并列"],
         [
             [
                 r["metric"],
@@ -151,10 +153,11 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
                 names.get(r["scope"], r["scope"]),
                 r["value"],
                 r["ranked"],
+                "tied" if r.get("tied") else "",
             ]
             for r in ranked
         ],
-        [None, INT, None, None, None, INT],
+        [None, INT, None, None, None, INT, None],
     )
     for i, r in enumerate(ranked, start=2):
         ws.cell(row=i, column=5).number_format = (

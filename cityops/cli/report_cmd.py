@@ -119,6 +119,11 @@ def monthly(
     for path in written:
         out.print(f"wrote {path}", highlight=False)
     out.print(f"catalog {report['catalog_version']}, content sha256 {digest[:16]}", highlight=False)
+    completeness = report["completeness"]
+    if completeness["partial"]:
+        out.print(completeness["note"], highlight=False)
+    if completeness["no_data"]:
+        out.print(f"WARNING: {completeness['no_data_note']}", highlight=False)
     fresh = report["freshness"]
     if fresh["recomputed"]:
         windows = ", ".join(r["window"] for r in fresh["recomputed"])

@@ -44,6 +44,13 @@ def _rate(
 def seed(dsn: str) -> None:
     """Two streets with a month of hand-made hourly sums, cases and complaints."""
     with psycopg.connect(dsn, options="-c TimeZone=UTC") as conn:
+        # Both streets have devices of every kind (areas without devices are not ranked).
+        for area in (JW, CW):
+            for kind in ("streetlight", "heating", "manhole", "charger"):
+                conn.execute(
+                    "INSERT INTO devices (device_id, kind, area_code) VALUES (%s, %s, %s)",
+                    (f"{kind}-{area}", kind, area),
+                )
         for h in range(10):  # JW: 10 hours of 50/60 lamp-minutes lit
             _rate(conn, JW, "streetlight", "lighting_rate", M0 + timedelta(hours=h), 50, 60)
             _rate(conn, JW, "streetlight", "lighting_coverage", M0 + timedelta(hours=h), 54, 60)

@@ -33,6 +33,7 @@ body { font-family: "Noto Sans CJK SC", "Source Han Sans SC", "Microsoft YaHei",
        margin: 24px; color: #222; font-size: 12px; }
 h1 { font-size: 20px; } h2 { font-size: 16px; border-bottom: 1px solid #999; margin-top: 24px; }
 p.provisional { background: #fff3cd; border: 1px solid #e0c36c; padding: 6px; }
+.nw { white-space: nowrap; } div.wide { min-width: 18em; } div.small { font-size: 9px; }
 table { border-collapse: collapse; margin: 8px 0; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 th { background: #eee; } td.t { text-align: left; }
@@ -203,7 +204,7 @@ def _rule_cell(r: dict[str, Any]) -> str:
         for k, v in inputs.items()
         if k not in RULE_CELL_SKIP and v is not None and not isinstance(v, dict | list)
     )
-    return f"<b>{escape(str(r.get('rule', '')))}</b><br>{escape(shown)}"
+    return f'<div class="small"><b>{escape(str(r.get("rule", "")))}</b><br>{escape(shown)}</div>'
 
 
 def _sensor_cell(check: dict[str, Any] | None) -> str:
@@ -427,9 +428,12 @@ def to_html(report: dict[str, Any]) -> bytes:
                     _fmt(r["time_share"], "ratio"),
                     _fmt(r["forecast"]),
                     _fmt(r["proposed_target"]),
-                    escape(r["report_zh"]),
-                    escape(r["pace_zh"]),
-                    escape(r["reason"]) + (" (provisional 待更新)" if r.get("provisional") else ""),
+                    f'<span class="nw">{escape(r["report_zh"])}</span>',
+                    f'<span class="nw">{escape(r["pace_zh"])}</span>',
+                    '<div class="wide">'
+                    + escape(r["reason"])
+                    + (" (provisional 待更新)" if r.get("provisional") else "")
+                    + "</div>",
                     _rule_cell(r),
                     _sensor_cell(r.get("sensor_check")),
                 ]

@@ -13,8 +13,8 @@ registry history in ``registry-history.csv``, imports the made-up observations a
   evaluated as of 2023-07-02 (time share exactly 50 %), every row with its rule and inputs;
 - ``refused-import.txt``: what the import says about a yes/no indicator given 87.5.
 
-The same inputs give the same bytes (the report's ``generated_at`` is pinned); only the PDF may
-differ between chromium versions. The scratch database is dropped at the end (``--keep`` keeps it).
+The same inputs give byte-identical JSON and Markdown (the report's ``generated_at`` is pinned);
+the XLSX and PDF also embed the time they were written. The scratch database is dropped at the end (``--keep`` keeps it).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ registry history in ``registry-history.csv``, imports the made-up observations a
 - ``refused-import.txt``: what the import says about a yes/no indicator given 87.5.
 
 The same inputs give byte-identical JSON and Markdown (the report's ``generated_at`` is pinned);
-the XLSX and PDF also embed the time they were written. The scratch database is dropped at the end (``--keep`` keeps it).
+the XLSX and PDF also embed the time they were written. The scratch database is dropped at the
+end (``--keep`` keeps it).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -281,6 +281,25 @@ ON CONFLICT (device_id) DO UPDATE SET
     status = EXCLUDED.status, attributes = EXCLUDED.attributes, updated_at = now()
 """
 
+# A re-import that changes a device's area or retires it dates the change today (history).
+RECORD_MOVES_SQL = """
+INSERT INTO device_events (device_id, event, on_date, from_area, to_area, note)
+SELECT t.device_id, 'move', current_date, d.area_code, t.area_code, 'registry import'
+FROM device_import t JOIN devices d ON d.device_id = t.device_id
+WHERE d.area_code <> t.area_code AND d.kind = t.kind
+ON CONFLICT (device_id, event, on_date) DO UPDATE SET to_area = EXCLUDED.to_area
+"""
+
+RECORD_RETIREMENTS_SQL = """
+INSERT INTO device_events (device_id, event, on_date, note)
+SELECT t.device_id, 'decommission', current_date, 'registry import: status retired'
+FROM device_import t JOIN devices d ON d.device_id = t.device_id
+WHERE t.status = 'retired' AND d.status <> 'retired' AND d.kind = t.kind
+  AND NOT EXISTS (SELECT 1 FROM device_events e
+                  WHERE e.device_id = t.device_id AND e.event = 'decommission')
+ON CONFLICT DO NOTHING
+"""
+
 
 def import_devices(
     conn: psycopg.Connection[Any], records: Iterator[Record] | Sequence[Record], source: str
@@ -339,6 +358,8 @@ def import_devices(
                         f"cannot change kind to {new} (retire it and register a new id)",
                     )
                 )
+            cur.execute(RECORD_MOVES_SQL)
+            cur.execute(RECORD_RETIREMENTS_SQL)
             cur.execute(UPSERT_DEVICES_SQL)
             report.stored = max(cur.rowcount, 0)
     report.errors.sort(key=_location_order)
@@ -412,3 +433,243 @@ def list_devices(
                 "limit": limit,
             },
         ).fetchall()
+
+
+# -- history: install, commission, decommission, moves ----------------------------------------
+
+EVENTS = ("install", "commission", "decommission", "move")
+
+INSERT_EVENT_SQL = """
+INSERT INTO device_events (device_id, event, on_date, from_area, to_area, note)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (device_id, event, on_date) DO UPDATE
+SET from_area = EXCLUDED.from_area, to_area = EXCLUDED.to_area, note = EXCLUDED.note,
+    recorded_at = now()
+"""
+
+HISTORY_DEVICES_SQL = """
+SELECT device_id, area_code, install_date, status FROM devices
+WHERE (%(kind)s::text IS NULL OR kind = %(kind)s) ORDER BY device_id
+"""
+
+HISTORY_EVENTS_SQL = """
+SELECT e.device_id, e.event, e.on_date, e.from_area, e.to_area, e.note
+FROM device_events e JOIN devices d ON d.device_id = e.device_id
+WHERE (%(kind)s::text IS NULL OR d.kind = %(kind)s) ORDER BY e.device_id, e.on_date, e.id
+"""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeviceEvent:
+    """One dated registry fact: installed, commissioned, decommissioned, or moved between areas."""
+
+    device_id: str
+    event: str
+    on: date
+    from_area: str | None = None
+    to_area: str | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Timeline:
+    """A device's registry history, answering "in service on day d?" and "in which area?".
+
+    In service from its commission date; without one, from its install date; without either,
+    since always. Out of service from its decommission date on (a later commission brings it
+    back). A device whose current status is not ``in_service`` and that has no decommission date
+    is never counted (the date is unknown: record a decommission to date it). Area on day d: the
+    area of the latest move on or before d; before its first move, the area it moved from;
+    without moves, its current area.
+    """
+
+    device_id: str
+    area: str
+    status: str
+    install_date: date | None
+    events: tuple[DeviceEvent, ...]
+
+    def _switches(self) -> list[tuple[date, bool]]:
+        ons = [e.on for e in self.events if e.event == "commission"]
+        if not ons:
+            installs = [e.on for e in self.events if e.event == "install"]
+            if installs:
+                ons = [min(installs)]
+            elif self.install_date is not None:
+                ons = [self.install_date]
+        offs = [e.on for e in self.events if e.event == "decommission"]
+        # Same day: the decommission wins (sorted after the commission).
+        return sorted(
+            [(d, True) for d in ons] + [(d, False) for d in offs], key=lambda x: (x[0], not x[1])
+        )
+
+    def in_service_on(self, day: date) -> bool:
+        """True when the device counts on ``day``."""
+        switches = self._switches()
+        if self.status != "in_service" and not any(not on for _, on in switches):
+            return False
+        state = not any(on for _, on in switches)  # no start date at all: since always
+        for when, on in switches:
+            if when > day:
+                break
+            state = on
+        return state
+
+    def in_service_during(self, first: date, last: date) -> bool:
+        """True when the device counts on at least one day of [first, last]."""
+        if self.in_service_on(first):
+            return True
+        return any(
+            first < when <= last and self.in_service_on(when) for when, _ in self._switches()
+        )
+
+    def area_on(self, day: date) -> str:
+        """The area the device was in on ``day``."""
+        moves = [e for e in self.events if e.event == "move"]
+        if not moves:
+            return self.area
+        current = moves[0].from_area or self.area
+        for m in moves:
+            if m.on > day:
+                break
+            current = m.to_area or current
+        return current
+
+
+def load_history(conn: psycopg.Connection[Any], kind: str | None = None) -> dict[str, Timeline]:
+    """Every device's timeline (of ``kind`` when given), by device id."""
+    events: dict[str, list[DeviceEvent]] = {}
+    for device_id, event, on, from_area, to_area, note in conn.execute(
+        HISTORY_EVENTS_SQL, {"kind": kind}
+    ).fetchall():
+        events.setdefault(device_id, []).append(
+            DeviceEvent(
+                device_id=device_id,
+                event=event,
+                on=on,
+                from_area=from_area,
+                to_area=to_area,
+                note=note,
+            )
+        )
+    out: dict[str, Timeline] = {}
+    for device_id, area, install, status in conn.execute(
+        HISTORY_DEVICES_SQL, {"kind": kind}
+    ).fetchall():
+        out[device_id] = Timeline(
+            device_id=device_id,
+            area=area,
+            status=status,
+            install_date=install,
+            events=tuple(events.get(device_id, ())),
+        )
+    return out
+
+
+def devices_during(
+    conn: psycopg.Connection[Any], kind: str, first: date, last: date
+) -> dict[str, str]:
+    """Devices of ``kind`` in service on some day of [first, last], with their area on ``last``."""
+    return {
+        t.device_id: t.area_on(last)
+        for t in load_history(conn, kind).values()
+        if t.in_service_during(first, last)
+    }
+
+
+def validate_event(record: Record, area_codes: set[str], known: set[str]) -> DeviceEvent:
+    """Check one history row: ``device_id,event,on_date[,to_area][,note]``."""
+    _raise_embedded_error(record)
+    values = record.values
+    unknown = sorted(
+        k
+        for k in values
+        if k not in ("device_id", "event", "on_date", "to_area", "from_area", "note")
+    )
+    if unknown:
+        raise ValidationError(f"unknown column(s): {', '.join(unknown)}")
+    device_id = str(values.get("device_id") or "").strip()
+    if device_id not in known:
+        raise ValidationError(f"device_id: {device_id!r} is not registered", "device_id")
+    event = str(values.get("event") or "").strip()
+    if event not in EVENTS:
+        raise ValidationError(f"event: {event!r} is not one of {', '.join(EVENTS)}", "event")
+    text = str(values.get("on_date") or "").strip()
+    try:
+        on = date.fromisoformat(text)
+    except ValueError as err:
+        raise ValidationError(f"on_date: {text!r} is not a date (YYYY-MM-DD)", "on_date") from err
+    to_area = str(values.get("to_area") or "").strip() or None
+    from_area = str(values.get("from_area") or "").strip() or None
+    if event == "move":
+        for name, code in (("to_area", to_area), ("from_area", from_area)):
+            if code is not None and code not in area_codes:
+                raise ValidationError(f"{name}: {code!r} is not a registered area", name)
+        if to_area is None:
+            raise ValidationError("to_area: a move needs the area the device moved to", "to_area")
+    elif to_area is not None or from_area is not None:
+        raise ValidationError(
+            f"to_area/from_area: only a move names areas, not a {event}", "to_area"
+        )
+    return DeviceEvent(
+        device_id=device_id,
+        event=event,
+        on=on,
+        from_area=from_area,
+        to_area=to_area,
+        note=str(values.get("note") or "").strip(),
+    )
+
+
+def import_events(
+    conn: psycopg.Connection[Any], records: Iterator[Record] | Sequence[Record], source: str
+) -> ImportReport:
+    """Validate and store history rows (every good row; each bad one reported by location).
+
+    A move without ``from_area`` is taken from the device's area just before the move.
+    """
+    report = ImportReport(source=source)
+    area_codes = {code for (code,) in conn.execute("SELECT code FROM areas").fetchall()}
+    history = load_history(conn)
+    good: list[DeviceEvent] = []
+    for record in records:
+        report.total += 1
+        try:
+            good.append(validate_event(record, area_codes, set(history)))
+        except ValidationError as err:
+            report.errors.append(RowError(location=record.location, message=str(err)))
+    with conn.transaction():
+        for e in sorted(good, key=lambda e: (e.device_id, e.on)):
+            from_area = e.from_area
+            if e.event == "move" and from_area is None:
+                from_area = history[e.device_id].area_on(e.on - timedelta(days=1))
+            record_event(
+                conn,
+                DeviceEvent(
+                    device_id=e.device_id,
+                    event=e.event,
+                    on=e.on,
+                    from_area=from_area,
+                    to_area=e.to_area,
+                    note=e.note,
+                ),
+            )
+            if e.event == "move":
+                history = load_history(conn)
+    report.stored = len(good)
+    return report
+
+
+def record_event(conn: psycopg.Connection[Any], e: DeviceEvent) -> None:
+    """Store one history fact (the same device, event and day replaces the earlier row).
+
+    A move also sets the device's current area when it is the latest move.
+    """
+    conn.execute(INSERT_EVENT_SQL, (e.device_id, e.event, e.on, e.from_area, e.to_area, e.note))
+    if e.event == "move":
+        conn.execute(
+            "UPDATE devices SET area_code = %s, updated_at = now() WHERE device_id = %s AND NOT "
+            "EXISTS (SELECT 1 FROM device_events WHERE device_id = %s AND event = 'move' "
+            "AND on_date > %s)",
+            (e.to_area, e.device_id, e.device_id, e.on),
+        )

@@ -413,6 +413,44 @@ class ReportSettings(_Group):
         le=10,
         description="Grid cell of the effective charging service radius (smaller: finer, slower).",
     )
+    level_gap_tolerance_pp: float = Field(
+        default=2.0,
+        ge=0,
+        le=100,
+        description="Level indicator without a 2020 value, a rate (%): a gap to the target of at "
+        "most this many percentage points counts as close enough to reach it (可以完成).",
+    )
+    level_gap_tolerance_rel: float = Field(
+        default=0.10,
+        ge=0,
+        le=10,
+        description="Level indicator without a 2020 value, an amount: a gap of at most this "
+        "share of the target counts as close enough to reach it (可以完成).",
+    )
+    level_trend_points: int = Field(
+        default=3,
+        ge=2,
+        le=100,
+        description="Level indicator without a 2020 value: the trend runs through the last this "
+        "many observations (at least two are needed).",
+    )
+    sensor_tolerance_pp: float = Field(
+        default=1.0,
+        ge=0,
+        description="A sensor-derived rate (%) and an entered observation of the same indicator "
+        "and month disagree when they differ by more than this many percentage points.",
+    )
+    sensor_tolerance_rel: float = Field(
+        default=0.05,
+        ge=0,
+        description="A sensor-derived amount and an entered observation of the same indicator and "
+        "month disagree when they differ by more than this share of the entered value.",
+    )
+    stale_rates: Literal["recompute", "provisional"] = Field(
+        default="recompute",
+        description="Hourly rates missing or older than the readings beneath them: recompute "
+        "them before the report (default), or mark every affected figure provisional.",
+    )
 
 
 class LogSettings(_Group):

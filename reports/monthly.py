@@ -21,11 +21,13 @@ import orjson
 import psycopg
 
 from alerts import cases as case_kpis
+from cityops import registry as device_registry
 from cityops.catalog import Kind
 from cityops.errors import ValidationError
 from cityops.schedule import HeatingCalendar
 from cityops.settings import Settings
 from reports import evaluation as ev
+from reports import freshness
 from reports import observations as obs_store
 from reports.catalog import Catalog, SensorMetric
 from stream import queries, radius
@@ -334,14 +336,24 @@ def _rate_rows(
     cur: Sums,
     prev: Sums,
     yoy: Sums,
+    equipped: dict[str, set[str]] | None = None,
 ) -> list[dict[str, Any]]:
+    """Rate rows; ``equipped`` (kind -> areas with devices of that kind in the month) limits
+    the rankings to areas that had devices: an area without any is not ranked (not "first")."""
     codes = [a.code for a in areas]
     hours = {"cur": month.hours, "prev": month.shift(-1).hours, "yoy": month.shift(-12).hours}
     rows: list[dict[str, Any]] = []
     for m in METRICS:
         area_values = {c: _value(m, *_rollup(cur, [c], m.metric)[:2], hours["cur"]) for c in codes}
-        ranks = _ranks(area_values, m.better)
+        with_devices = None if equipped is None else equipped.get(m.kind.value, set())
+        ranks = _ranks(
+            {c: v for c, v in area_values.items() if with_devices is None or c in with_devices},
+            m.better,
+        )
         ranked = len(ranks)
+        rank_counts: dict[int, int] = {}
+        for r in ranks.values():
+            rank_counts[r] = rank_counts.get(r, 0) + 1
         scopes: list[tuple[str, list[str], str]] = [(district, codes, "district")]
         scopes += [(c, [c], "area") for c in codes]
         for scope, members, level in scopes:
@@ -370,6 +382,8 @@ def _rate_rows(
                 "coverage": _r(cov_num / cov_den) if cov_den else None,
                 "rank": ranks.get(scope) if level == "area" else None,
                 "ranked": ranked,
+                "tied": level == "area" and rank_counts.get(ranks.get(scope, -1), 0) > 1,
+                "has_devices": level == "district" or with_devices is None or scope in with_devices,
             }
             if m.metric == "complaint_density":
                 base = settings.report.heating_baseline_2020
@@ -389,15 +403,17 @@ def _radius(
     codes: set[str],
 ) -> list[dict[str, Any]]:
     area_index = stream_registry.load_areas(conn)
-    devices = stream_registry.load_devices(conn, Kind.CHARGER, area_index)
+    # The chargers registered during the month (install, commission, decommission, moves).
+    present = device_registry.devices_during(
+        conn, Kind.CHARGER.value, month.first_day, month.last_day
+    )
+    devices = stream_registry.as_of(
+        stream_registry.load_devices(conn, Kind.CHARGER, area_index), area_index, present
+    )
     available = radius.available_connectors(conn, devices, month.start, month.end)
-    connectors = {
-        r[0]: int(r[1])
-        for r in conn.execute(
-            "SELECT area_code, count(*) FROM devices WHERE kind = 'charger' "
-            "AND status = 'in_service' GROUP BY area_code"
-        ).fetchall()
-    }
+    connectors: dict[str, int] = {}
+    for code in present.values():
+        connectors[code] = connectors.get(code, 0) + 1
     out = []
     cell_km = settings.report.radius_cell_km
     for r in radius.service_radius(area_index, devices, available, cell_km=cell_km):
@@ -581,23 +597,35 @@ def _manhole(
     return rows
 
 
-EXPECTED_SQL = """
-SELECT kind, area_code, count(*) FROM devices
-WHERE status = 'in_service' AND area_code = ANY(%s) GROUP BY 1, 2
-"""
 PRESENT_SQL = """
 SELECT kind, count(DISTINCT (area_code, hour)) FROM rates_hourly
 WHERE hour >= %s AND hour < %s AND area_code = ANY(%s) AND metric = ANY(%s) GROUP BY 1
 """
 
 
+def _devices_by_kind(
+    conn: psycopg.Connection[Any], month: Month, codes: list[str]
+) -> dict[str, dict[str, int]]:
+    """kind -> area -> devices in service during the month (registry history)."""
+    devices: dict[str, dict[str, int]] = {}
+    wanted = set(codes)
+    for kind in COVERAGE_METRICS:
+        during = device_registry.devices_during(conn, kind.value, month.first_day, month.last_day)
+        for area in during.values():
+            if area in wanted:
+                per = devices.setdefault(kind.value, {})
+                per[area] = per.get(area, 0) + 1
+    return devices
+
+
 def _coverage(
-    conn: psycopg.Connection[Any], month: Month, codes: list[str], cur: Sums
+    conn: psycopg.Connection[Any],
+    month: Month,
+    codes: list[str],
+    cur: Sums,
+    devices: dict[str, dict[str, int]],
 ) -> list[dict[str, Any]]:
     """Per kind: in-service devices, area-hours with rates present vs expected, data coverage."""
-    devices: dict[str, dict[str, int]] = {}
-    for kind, area, n in conn.execute(EXPECTED_SQL, (codes,)).fetchall():
-        devices.setdefault(kind, {})[area] = int(n)
     present = {
         k: int(n)
         for k, n in conn.execute(
@@ -659,6 +687,40 @@ def _trends(
     return out
 
 
+RATES_PRESENT_SQL = """
+SELECT count(*) FROM rates_hourly
+WHERE hour >= %s AND hour < %s AND area_code = ANY(%s) AND denominator > 0
+"""
+
+
+def _data_presence(
+    conn: psycopg.Connection[Any],
+    month: Month,
+    codes: list[str],
+    hotline_rows: list[dict[str, Any]],
+    case_rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Whether the month has any data at all; a month without says so instead of showing zeros."""
+    row = conn.execute(RATES_PRESENT_SQL, (month.start, month.end, codes)).fetchone()
+    rate_rows = int(row[0]) if row else 0
+    complaints = sum(r["complaints"] for r in hotline_rows if r["level"] == "district")
+    cases = sum(r["cases"] for r in case_rows if r["level"] == "district")
+    empty = rate_rows == 0 and complaints == 0 and cases == 0
+    return {
+        "rate_rows": rate_rows,
+        "complaints": complaints,
+        "cases": cases,
+        "no_data": empty,
+        "no_data_note": (
+            f"no data for {month.label}: no hourly rates, complaints or cases were stored for "
+            "this month (check the month, or load/ingest its data and run `cityops rates "
+            "recompute`)"
+            if empty
+            else None
+        ),
+    }
+
+
 # -- evaluation ------------------------------------------------------------------------------
 
 
@@ -685,10 +747,12 @@ def sensor_observations(
     sums: Sums,
     codes: list[str],
     radius_rows: list[dict[str, Any]],
+    day: date | None = None,
 ) -> list[ev.Observation]:
-    """The month's values of sensor-linked district indicators, as observations at month end."""
+    """The month's values of sensor-linked district indicators, as observations dated ``day``
+    (the month's last day; for a month in progress, its last complete day)."""
     out: list[ev.Observation] = []
-    day = month.last_day
+    day = month.last_day if day is None else day
     for ind in cat.indicators:
         if ind.sensor_metric is None or ind.scope != "district":
             continue
@@ -713,7 +777,9 @@ def sensor_observations(
             )
             num = sum(v.numerator for v in vals)
             den = sum(v.denominator for v in vals)
-            value = num / den if den else None
+            # Without any heating data in the season, 0 complaints would be a guess, not a value.
+            has_data = freshness.has_heating_data(conn, start, end)
+            value = num / den if den and has_data else None
             note = f"season to date from {start.date()}, pro-rated to a season"
         elif ind.sensor_metric is SensorMetric.CHARGER_SERVICE_RADIUS:
             d = next((r for r in radius_rows if r["level"] == "district"), None)
@@ -736,16 +802,115 @@ def sensor_observations(
     return out
 
 
+PRECEDENCE = (
+    "an observation entered for the same indicator and month takes precedence over the value "
+    "cityops derives from its sensors (the entered figure is the one the district reports); both "
+    "are shown, and they are flagged when they differ by more than the tolerance "
+    "(report.sensor_tolerance_pp percentage points for rates, report.sensor_tolerance_rel of the "
+    "entered value for amounts)"
+)
+# Which rates a sensor-derived indicator value is computed from (for provisional marking).
+SENSOR_KINDS: dict[SensorMetric, Kind | None] = {
+    SensorMetric.LIGHTING_RATE: Kind.STREETLIGHT,
+    SensorMetric.HEATING_COMPLAINT_DENSITY: Kind.HEATING,
+    SensorMetric.CHARGER_SERVICE_RADIUS: None,  # from the registry and readings, not rates
+    SensorMetric.CHARGER_COUNT: None,
+}
+
+
+def rules_from(settings: Settings) -> ev.Rules:
+    """The judgement parameters in effect (settings ``report.*``)."""
+    r = settings.report
+    return ev.Rules(
+        gap_tolerance_pp=r.level_gap_tolerance_pp,
+        gap_tolerance_rel=r.level_gap_tolerance_rel,
+        trend_points=r.level_trend_points,
+    )
+
+
+def sensor_precedence(
+    cat: Catalog,
+    settings: Settings,
+    month: Month,
+    stored: Sequence[ev.Observation],
+    sensed: Sequence[ev.Observation],
+) -> tuple[list[ev.Observation], dict[str, dict[str, Any]]]:
+    """Apply the precedence rule: the observations to evaluate and a check per sensor indicator.
+
+    For each sensor-derived value, the latest entered observation of the same indicator dated
+    within the month (if any) is used instead; the two are compared against the tolerance.
+    """
+    used: list[ev.Observation] = []
+    checks: dict[str, dict[str, Any]] = {}
+    for s in sensed:
+        entered = [
+            o
+            for o in stored
+            if o.indicator == s.indicator
+            and o.value is not None
+            and month.first_day <= o.on <= month.last_day
+        ]
+        ind = cat.get(s.indicator)
+        check: dict[str, Any] = {
+            "sensor_value": s.value,
+            "sensor_on": s.on.isoformat(),
+            "sensor_note": s.note,
+            "entered_value": None,
+            "entered_on": None,
+            "entered_source": None,
+            "used": "sensor",
+            "difference": None,
+            "tolerance": None,
+            "tolerance_unit": None,
+            "disagrees": False,
+        }
+        if not entered:
+            used.append(s)
+            checks[s.indicator] = check
+            continue
+        e = max(entered, key=lambda o: (o.on, o.source))
+        assert e.value is not None  # noqa: S101 - filtered above
+        assert s.value is not None  # noqa: S101 - sensor values are never None
+        if ev.unit_kind(ind.unit) == "rate":
+            diff = abs(s.value - e.value)
+            tol, unit = settings.report.sensor_tolerance_pp, "percentage points"
+        else:
+            diff = abs(s.value - e.value) / abs(e.value) if e.value else abs(s.value)
+            tol, unit = settings.report.sensor_tolerance_rel, "share of the entered value"
+        check.update(
+            {
+                "entered_value": e.value,
+                "entered_on": e.on.isoformat(),
+                "entered_source": e.source,
+                "used": "entered",
+                "difference": _r(diff),
+                "tolerance": tol,
+                "tolerance_unit": unit,
+                "disagrees": diff > tol + 1e-9,
+            }
+        )
+        checks[s.indicator] = check
+    return used, checks
+
+
 def evaluation_section(
     cat: Catalog,
     observations: Sequence[ev.Observation],
     forecasts: dict[str, ev.Forecast],
     as_of: date,
     plan: str | None = None,
+    *,
+    rules: ev.Rules = ev.DEFAULT_RULES,
+    checks: dict[str, dict[str, Any]] | None = None,
+    provisional: set[str] | None = None,
 ) -> dict[str, Any]:
-    """The plan-evaluation table and the counts per attribute, JSON-ready."""
+    """The plan-evaluation table and the counts per attribute, JSON-ready.
+
+    Every row names the rule that judged it (``rule``, ``rule_text``) and its ``inputs``, so an
+    evaluator can redo it by hand (docs/indicators.md).
+    """
     indicators = cat.by_plan(plan)
-    results = [ev.evaluate(i, observations, as_of, forecasts.get(i.key)) for i in indicators]
+    results = [ev.evaluate(i, observations, as_of, forecasts.get(i.key), rules) for i in indicators]
     rows = []
     for ind, e in zip(indicators, results, strict=True):
         rows.append(
@@ -763,6 +928,7 @@ def evaluation_section(
                 "target_text": ind.target_text,
                 "baseline": e.baseline,
                 "target": e.target,
+                "no_target": e.no_target,
                 "current": e.current,
                 "current_on": e.current_on.isoformat() if e.current_on else None,
                 "current_source": e.current_source,
@@ -772,10 +938,16 @@ def evaluation_section(
                 "forecast_source": e.forecast_source,
                 "proposed_target": e.proposed_target,
                 "status": e.status.value,
+                "status_source": e.status_source,
                 "pace": e.pace.value,
                 "at_risk": e.at_risk,
                 "authority_status": e.authority_status,
                 "reason": e.reason,
+                "rule": e.rule.value,
+                "rule_text": ev.RULE_TEXT[e.rule],
+                "inputs": e.inputs,
+                "sensor_check": (checks or {}).get(ind.key),
+                "provisional": ind.key in (provisional or set()),
                 **e.labels(),
             }
         )
@@ -783,6 +955,11 @@ def evaluation_section(
     return {
         "as_of": as_of.isoformat(),
         "time_share": round(ev.time_share(as_of), 6),
+        "rules": {
+            "parameters": rules.as_dict(),
+            "texts": {r.value: text for r, text in ev.RULE_TEXT.items()},
+            "sensor_precedence": PRECEDENCE,
+        },
         "rows": rows,
         "counts": t.by_attribute,
         "pace_counts": t.pace_by_attribute,
@@ -790,19 +967,52 @@ def evaluation_section(
 
 
 def evaluate_stored(
-    conn: psycopg.Connection[Any], as_of: date, plan: str | None = None
+    conn: psycopg.Connection[Any],
+    as_of: date,
+    plan: str | None = None,
+    rules: ev.Rules | None = None,
 ) -> dict[str, Any]:
     """Evaluate every indicator from stored observations and forecasts (no sensor values)."""
     cat = obs_store.load_catalog(conn)
     observations = obs_store.list_observations(conn, until=as_of, scope="district")
     section = evaluation_section(
-        cat, observations, obs_store.latest_forecasts(conn, as_of), as_of, plan
+        cat,
+        observations,
+        obs_store.latest_forecasts(conn, as_of),
+        as_of,
+        plan,
+        rules=ev.DEFAULT_RULES if rules is None else rules,
     )
     section["catalog_version"] = cat.version
     return section
 
 
 # -- the report ------------------------------------------------------------------------------
+
+
+def _freshness_windows(settings: Settings, month: Month, as_of: date) -> list[freshness.Window]:
+    """The spans of hours a report reads: the month, the previous month and the same month a
+    year earlier per kind, and the heating season to ``as_of`` (the complaint density)."""
+    windows = [
+        freshness.Window(what=f"{label} {kind.value}", kind=kind, start=m.start, end=m.end)
+        for label, m in (
+            ("month", month),
+            ("previous month", month.shift(-1)),
+            ("same month last year", month.shift(-12)),
+        )
+        for kind in Kind
+    ]
+    season_start, season_end = _season_span(settings, as_of)
+    windows.append(
+        freshness.Window(
+            what="heating season to date (complaint density)",
+            kind=Kind.HEATING,
+            start=season_start,
+            end=season_end,
+            density=True,
+        )
+    )
+    return windows
 
 
 def build(
@@ -814,9 +1024,20 @@ def build(
     district: str | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
+    stale_rates: str | None = None,
 ) -> dict[str, Any]:
-    """Gather the monthly operations report for a district, or for one street/township."""
+    """Gather the monthly operations report for a district, or for one street/township.
+
+    ``stale_rates`` (default: setting ``report.stale_rates``) says what to do with hourly rates
+    that are missing or older than their readings: ``recompute`` them first, or mark the
+    figures computed from them ``provisional`` (reports/freshness.py).
+    """
     step = progress or (lambda _name: None)
+    policy = stale_rates or settings.report.stale_rates
+    if policy not in ("recompute", "provisional"):
+        raise ValidationError(
+            f"stale_rates: {policy!r} is not one of recompute, provisional", "stale_rates"
+        )
     month = Month.parse(month_text, settings.timezone)
     if month.end > datetime.now(UTC) + timedelta(days=31):
         raise ValidationError(f"month {month.label} is in the future", "month")
@@ -829,11 +1050,22 @@ def build(
         district = row[0]
     district, areas = _areas(conn, district)
     codes = [a.code for a in areas]
+    step("freshness of the hourly rates")
+    clock = (now or datetime.now(UTC)).astimezone(UTC)
+    # A month in progress is evaluated as of its last complete local day, and says so.
+    today = clock.astimezone(ZoneInfo(settings.timezone)).date()
+    partial = month.end > clock
+    as_of = min(month.last_day, today - timedelta(days=1)) if partial else month.last_day
+    windows = _freshness_windows(settings, month, as_of)
+    fresh = freshness.ensure_fresh(conn, settings, windows, codes, policy=policy, now=clock)
+    provisional_kinds = set(fresh["provisional_kinds"])
     step("rates")
     cur = _sums(conn, settings, district, month.start, month.end)
     prev = _sums(conn, settings, district, month.shift(-1).start, month.shift(-1).end)
     yoy = _sums(conn, settings, district, month.shift(-12).start, month.shift(-12).end)
-    rate_rows = _rate_rows(settings, month, district, areas, cur, prev, yoy)
+    devices_by_kind = _devices_by_kind(conn, month, codes)
+    equipped = {k: set(v) for k, v in devices_by_kind.items()}
+    rate_rows = _rate_rows(settings, month, district, areas, cur, prev, yoy, equipped)
     step("charging radius")
     radius_rows = _radius(conn, settings, month, district, set(codes))
     step("cases and hotline")
@@ -841,23 +1073,41 @@ def build(
     hotline_rows = _hotline(conn, month, district, codes)
     manhole_rows = _manhole(conn, settings, month, district, codes)
     step("coverage and trends")
-    coverage_rows = _coverage(conn, month, codes, cur)
+    coverage_rows = _coverage(conn, month, codes, cur, devices_by_kind)
     trends = _trends(conn, settings, month, district)
     step("plan evaluation")
     cat = obs_store.load_catalog(conn)
-    as_of = month.last_day
     stored = obs_store.list_observations(conn, until=as_of, scope="district")
-    sensed = sensor_observations(conn, settings, cat, month, district, cur, codes, radius_rows)
-    evaluation = evaluation_section(
-        cat, [*stored, *sensed], obs_store.latest_forecasts(conn, as_of), as_of
+    sensed = sensor_observations(
+        conn, settings, cat, month, district, cur, codes, radius_rows, as_of
     )
+    data = _data_presence(conn, month, codes, hotline_rows, case_rows)
+    used, checks = sensor_precedence(cat, settings, month, stored, sensed)
+    provisional_keys = {
+        o.indicator
+        for o in used
+        if (metric := cat.get(o.indicator).sensor_metric) is not None
+        and (k := SENSOR_KINDS.get(metric)) is not None
+        and k.value in provisional_kinds
+    }
+    evaluation = evaluation_section(
+        cat,
+        [*stored, *used],
+        obs_store.latest_forecasts(conn, as_of),
+        as_of,
+        rules=rules_from(settings),
+        checks=checks,
+        provisional=provisional_keys,
+    )
+    for row in rate_rows:
+        row["provisional"] = row["kind"] in provisional_kinds
 
     def keep(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # An area report shows its own rows and the district's for context; ranks stay
         # district-wide so the area sees where it stands.
         return [r for r in rows if area is None or r["scope"] in (area, district)]
 
-    generated = (now or datetime.now(UTC)).astimezone(UTC)
+    generated = clock
     return {
         "report": "monthly_operations",
         "schema": SCHEMA,
@@ -901,6 +1151,14 @@ def build(
                 "radius_cell_km": settings.report.radius_cell_km,
                 "rollup": "Σnumerator ÷ Σdenominator over local-month hours and areas",
                 "ranking": "competition ranking over the district's streets/townships",
+                "level_gap_tolerance_pp": settings.report.level_gap_tolerance_pp,
+                "level_gap_tolerance_rel": settings.report.level_gap_tolerance_rel,
+                "level_trend_points": settings.report.level_trend_points,
+                "sensor_tolerance_pp": settings.report.sensor_tolerance_pp,
+                "sensor_tolerance_rel": settings.report.sensor_tolerance_rel,
+                "stale_rates": policy,
+                "registry": "devices counted as registered during the month (install, commission, "
+                "decommission dates and moves between areas)",
             },
         },
         "inputs": {"month": month.label, "area": area, "district": district},
@@ -912,6 +1170,20 @@ def build(
         "coverage": coverage_rows,
         "trends": trends,
         "evaluation": evaluation,
+        "completeness": {
+            "partial": partial,
+            "as_of": as_of.isoformat(),
+            "time_share": round(ev.time_share(as_of), 6) if as_of >= ev.PLAN_START else None,
+            "note": (
+                f"partial: {month.label} is in progress; figures cover the data up to now and the "
+                f"evaluation is as of its last complete day, {as_of.isoformat()}"
+                if partial
+                else f"complete month; evaluation as of {as_of.isoformat()}"
+            ),
+            **data,
+        },
+        "freshness": fresh,
+        "provisional": bool(provisional_kinds),
         "generated_at": generated.isoformat(),
     }
 

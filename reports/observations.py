@@ -18,7 +18,14 @@ import psycopg
 from cityops.errors import ValidationError
 from reports import catalog as catalog_mod
 from reports.catalog import FIELDS, Catalog, Indicator
-from reports.evaluation import STATUS_LABELS, Forecast, Observation, Status
+from reports.evaluation import (
+    QUALITATIVE_MEANING,
+    STATUS_LABELS,
+    Forecast,
+    Observation,
+    Status,
+    allowed_values,
+)
 
 OBSERVATION_COLUMNS = ("indicator", "observed_on", "value", "status", "source", "note", "scope")
 
@@ -155,14 +162,24 @@ def make_observation(
     note: str = "",
     scope: str = "district",
 ) -> Observation:
-    """A validated observation: known indicator, a source, a finite value or a status."""
-    cat.get(indicator)
+    """A validated observation: known indicator, a source, a finite value or a status.
+
+    A yes/no (qualitative) indicator accepts only its allowed values (0 or 1) besides a status.
+    """
+    ind = cat.get(indicator)
     if not source.strip():
         raise ValidationError("source: say where the value comes from (e.g. 区统计局)", "source")
     if value is None and status is None:
         raise ValidationError("give a value, a status, or both", "value")
     if value is not None and not math.isfinite(value):
         raise ValidationError("value: must be a finite number", "value")
+    allowed = allowed_values(ind)
+    if value is not None and allowed is not None and value not in allowed:
+        raise ValidationError(
+            f"value: {value:g} is not allowed for {indicator} ({ind.name_zh or ind.name_en}, "
+            f"a yes/no indicator); allowed values: {QUALITATIVE_MEANING}",
+            "value",
+        )
     if not scope.strip():
         raise ValidationError("scope: must not be empty", "scope")
     return Observation(

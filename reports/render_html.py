@@ -32,6 +32,8 @@ CSS = """
 body { font-family: "Noto Sans CJK SC", "Source Han Sans SC", "Microsoft YaHei", sans-serif;
        margin: 24px; color: #222; font-size: 12px; }
 h1 { font-size: 20px; } h2 { font-size: 16px; border-bottom: 1px solid #999; margin-top: 24px; }
+p.provisional { background: #fff3cd; border: 1px solid #e0c36c; padding: 6px; }
+.nw { white-space: nowrap; } div.wide { min-width: 18em; } div.small { font-size: 9px; }
 table { border-collapse: collapse; margin: 8px 0; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 th { background: #eee; } td.t { text-align: left; }
@@ -152,6 +154,71 @@ def ranking_svg(
     return "".join(parts)
 
 
+def _provisional_note(report: dict[str, Any]) -> str:
+    """A banner naming the stale windows when figures are provisional (empty otherwise)."""
+    if not report.get("provisional"):
+        return ""
+    windows = ", ".join(report.get("freshness", {}).get("provisional_windows", []))
+    return (
+        '<p class="provisional"><b>Provisional 数据待更新:</b> hourly rates were missing or older '
+        f"than their readings ({escape(windows)}); the figures marked provisional may change "
+        "after <code>cityops rates recompute</code>.</p>"
+    )
+
+
+# Inputs the evaluation table already shows in its own columns (the JSON/XLSX carry them all).
+RULE_CELL_SKIP = frozenset(
+    {
+        "as_of",
+        "direction",
+        "current_source",
+        "current_on",
+        "user_forecast",
+        "authority",
+        "target",
+        "current",
+        "baseline",
+        "time_share",
+        "task_share",
+        "forecast",
+        "forecast_source",
+        "gap_unit",
+    }
+)
+
+
+def _completeness_note(report: dict[str, Any]) -> str:
+    """A line saying the month is partial, or has no data at all (empty otherwise)."""
+    c = report.get("completeness") or {}
+    notes = [c["note"]] if c.get("partial") else []
+    if c.get("no_data_note"):
+        notes.append(c["no_data_note"])
+    return "".join(f'<p class="provisional"><b>{escape(n)}</b></p>' for n in notes)
+
+
+def _rule_cell(r: dict[str, Any]) -> str:
+    """The rule's name and its inputs, compact enough for a table cell."""
+    inputs = r.get("inputs") or {}
+    shown = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in inputs.items()
+        if k not in RULE_CELL_SKIP and v is not None and not isinstance(v, dict | list)
+    )
+    return f'<div class="small"><b>{escape(str(r.get("rule", "")))}</b><br>{escape(shown)}</div>'
+
+
+def _sensor_cell(check: dict[str, Any] | None) -> str:
+    """Sensor-derived value beside the entered one, with the disagreement flag."""
+    if not check:
+        return ""
+    text = f"sensor {_fmt(check['sensor_value'])}"
+    if check.get("entered_value") is not None:
+        text += f"; entered {_fmt(check['entered_value'])} (used)"
+        if check.get("disagrees"):
+            text += " — DISAGREE 不一致"
+    return escape(text)
+
+
 def to_html(report: dict[str, Any]) -> bytes:
     """The whole report as one self-contained HTML page."""
     defs = report["definitions"]
@@ -167,6 +234,8 @@ def to_html(report: dict[str, Any]) -> bytes:
         f"{escape(report['period']['start'])} – {escape(report['period']['end'])} (UTC; months are "
         f"{escape(report['period']['timezone'])} calendar months) · generated "
         f"{escape(report['generated_at'])}</p>",
+        _provisional_note(report),
+        _completeness_note(report),
         '<h2>Trends against targets 指标趋势</h2><div class="charts">',
     ]
     for metric, points in report["trends"].items():
@@ -209,13 +278,14 @@ def to_html(report: dict[str, Any]) -> bytes:
                 [
                     escape(defs[r["metric"]]["name_zh"]),
                     escape(names.get(r["scope"], r["scope"])),
-                    _fmt(r["value"], defs[r["metric"]]["unit"]),
+                    _fmt(r["value"], defs[r["metric"]]["unit"])
+                    + (" (provisional 待更新)" if r.get("provisional") else ""),
                     _fmt(r["prev_month"], defs[r["metric"]]["unit"]),
                     _fmt(r["mom_change"], defs[r["metric"]]["unit"]),
                     _fmt(r["prev_year"], defs[r["metric"]]["unit"]),
                     _fmt(r["yoy_change"], defs[r["metric"]]["unit"]),
                     _fmt(r["coverage"], "ratio"),
-                    _fmt(r["rank"]),
+                    _fmt(r["rank"]) + ("=" if r.get("tied") else ""),
                     _fmt(r.get("vs_2020"), "ratio"),
                 ]
                 for r in report["rates"]
@@ -344,6 +414,8 @@ def to_html(report: dict[str, Any]) -> bytes:
                 "评估",
                 "预期",
                 "reason",
+                "rule and inputs 规则与输入",
+                "sensor vs entered",
             ],
             [
                 [
@@ -356,9 +428,14 @@ def to_html(report: dict[str, Any]) -> bytes:
                     _fmt(r["time_share"], "ratio"),
                     _fmt(r["forecast"]),
                     _fmt(r["proposed_target"]),
-                    escape(r["report_zh"]),
-                    escape(r["pace_zh"]),
-                    escape(r["reason"]),
+                    f'<span class="nw">{escape(r["report_zh"])}</span>',
+                    f'<span class="nw">{escape(r["pace_zh"])}</span>',
+                    '<div class="wide">'
+                    + escape(r["reason"])
+                    + (" (provisional 待更新)" if r.get("provisional") else "")
+                    + "</div>",
+                    _rule_cell(r),
+                    _sensor_cell(r.get("sensor_check")),
                 ]
                 for r in e["rows"]
             ],

@@ -39,6 +39,14 @@ def to_csv(report: dict[str, Any]) -> bytes:
         w.writerow(
             ("meta", report["scope"]["code"], report["scope"]["level"], "", name, report[name])
         )
+    meta = {
+        "provisional": report.get("provisional"),
+        **(report.get("completeness") or {}),
+    }
+    for name, value in meta.items():
+        w.writerow(
+            ("meta", report["scope"]["code"], report["scope"]["level"], "", name, _cell(value))
+        )
     for section in SECTIONS:
         for row in report[section]:
             item = row.get("metric") or row.get("kind") or ""

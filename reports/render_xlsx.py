@@ -6,6 +6,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from openpyxl import Workbook
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
@@ -64,6 +65,16 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
         ("Time zone", report["period"]["timezone"]),
         ("Catalog version 指标目录版本", report["catalog_version"]),
         ("Generated at", report["generated_at"]),
+        (
+            "Provisional 数据待更新",
+            "yes: figures from stale or missing hourly rates are marked provisional ("
+            + ", ".join(report.get("freshness", {}).get("provisional_windows", []))
+            + ")"
+            if report.get("provisional")
+            else "no (hourly rates checked fresh)",
+        ),
+        ("Completeness 完整性", (report.get("completeness") or {}).get("note", "")),
+        ("No data 无数据", (report.get("completeness") or {}).get("no_data_note") or "no"),
     ):
         summary.append(list(item))
     summary.column_dimensions["A"].width = 30
@@ -93,10 +104,11 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
                 r["rank"],
                 r.get("vs_2020"),
                 defs[r["metric"]]["unit"],
+                "provisional" if r.get("provisional") else "",
             ]
         )
         rate_fmts.append(
-            [None, None, None, None, v, v, ch, v, ch, NUM, NUM, PCT, INT, PCT_CHANGE, None]
+            [None, None, None, None, v, v, ch, v, ch, NUM, NUM, PCT, INT, PCT_CHANGE, None, None]
         )
     ws = _sheet(
         wb,
@@ -117,9 +129,10 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
             "rank",
             "vs 2020 baseline",
             "unit",
+            "provisional",
         ],
         rate_rows,
-        [None] * 15,
+        [None] * 16,
     )
     for i, fmts in enumerate(rate_fmts, start=2):
         for col, fmt in enumerate(fmts, start=1):
@@ -131,7 +144,7 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
     ws = _sheet(
         wb,
         "Ranking",
-        ["metric", "rank 排名", "scope", "名称", "value", "of"],
+        ["metric", "rank 排名", "scope", "名称", "value", "of", "tied 并列"],
         [
             [
                 r["metric"],
@@ -140,10 +153,11 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
                 names.get(r["scope"], r["scope"]),
                 r["value"],
                 r["ranked"],
+                "tied" if r.get("tied") else "",
             ]
             for r in ranked
         ],
-        [None, INT, None, None, None, INT],
+        [None, INT, None, None, None, INT, None],
     )
     for i, r in enumerate(ranked, start=2):
         ws.cell(row=i, column=5).number_format = (
@@ -314,6 +328,14 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
             "pace",
             "at risk",
             "reason",
+            "rule 规则",
+            "rule inputs (JSON)",
+            "no target",
+            "status from",
+            "sensor value",
+            "entered value used",
+            "sensor vs entered disagree",
+            "provisional",
         ],
         [
             [
@@ -340,6 +362,14 @@ def to_xlsx(report: dict[str, Any]) -> bytes:
                 r["pace_en"],
                 r["at_risk"],
                 r["reason"],
+                f"{r.get('rule', '')}: {r.get('rule_text', '')}",
+                orjson.dumps(r.get("inputs", {}), option=orjson.OPT_SORT_KEYS).decode(),
+                r.get("no_target", False),
+                r.get("status_source"),
+                (r.get("sensor_check") or {}).get("sensor_value"),
+                (r.get("sensor_check") or {}).get("entered_value"),
+                (r.get("sensor_check") or {}).get("disagrees"),
+                r.get("provisional", False),
             ]
             for r in e["rows"]
         ],

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from cityops import catalog
+from cityops import registry as registry_history
 from cityops.batch import column_dtype
 from cityops.catalog import FieldType, Kind
 from cityops.schedule import HeatingCalendar
@@ -27,7 +29,7 @@ from cityops.settings import Settings
 from stream import complaints, rollups
 from stream.engine import HOUR_MS, Folder
 from stream.rates import KindRates, RateRow, kind_rates
-from stream.registry import AreaIndex, DeviceIndex, load_areas, load_devices
+from stream.registry import AreaIndex, DeviceIndex, as_of, load_areas, load_devices
 
 DEFAULT_CHUNK_HOURS = 24
 
@@ -109,8 +111,16 @@ class Recomputer:
         areas: AreaIndex,
         devices: DeviceIndex,
         area: str | None = None,
+        history: dict[str, registry_history.Timeline] | None = None,
     ) -> None:
         self.settings = settings
+        self.history = history
+        self._cached: tuple[date, DeviceIndex] | None = None
+        self._changes = sorted(
+            {e.on for t in (history or {}).values() for e in t.events}
+            | {t.install_date for t in (history or {}).values() if t.install_date is not None}
+        )
+        self._zone = ZoneInfo(settings.timezone)
         self.kind = kind
         self.rates: KindRates = kind_rates(kind, settings)
         self.areas = areas
@@ -130,18 +140,52 @@ class Recomputer:
         """Rows, accumulator and reading count of the hours [start, end) (hour-aligned)."""
         h0 = start_ms // HOUR_MS
         n_hours = (end_ms - start_ms) // HOUR_MS
-        folder = Folder(self.rates, self.devices, self.areas)
+        devices = self.devices_on(self._local_day(start_ms))
+        folder = Folder(self.rates, devices, self.areas)
         ids, ts, cols = read_columns(
             conn, self.kind, start_ms - self.rates.lookback_ms, end_ms, self._device_ids
         )
-        folded = folder.fold(self.devices.lookup(ids), ts, cols, h0=h0, n_hours=n_hours)
+        folded = folder.fold(devices.lookup(ids), ts, cols, h0=h0, n_hours=n_hours)
         sched = folder.schedule(start_ms, end_ms)
         rows = self.rates.rows(
-            folded.acc, self.devices, self.areas, sched, h0, area_mask=self._area_mask
+            folded.acc, devices, self.areas, sched, h0, area_mask=self._area_mask
         )
         if self.kind is Kind.HEATING:
             rows.extend(self._complaint_rows(conn, h0, n_hours))
         return rows, folded.acc, len(ts)
+
+    def _local_day(self, ms: int) -> date:
+        return datetime.fromtimestamp(ms / 1000, self._zone).date()
+
+    def devices_on(self, day: date) -> DeviceIndex:
+        """The devices as registered on ``day`` (history), or as today without history."""
+        if self.history is None:
+            return self.devices
+        if self._cached is not None:
+            cached_day, index = self._cached
+            lo, hi = min(cached_day, day), max(cached_day, day)
+            if not any(lo < d <= hi for d in self._changes):
+                return index  # nothing changed in between
+        present = {
+            t.device_id: t.area_on(day) for t in self.history.values() if t.in_service_on(day)
+        }
+        index = as_of(self.devices, self.areas, present)
+        self._cached = (day, index)
+        return index
+
+    def _day_split(self, lo: int, hi: int) -> Iterable[tuple[int, int]]:
+        """[lo, hi) cut at local midnights (hour-aligned), so each piece has one registry day."""
+        if self.history is None:
+            yield lo, hi
+            return
+        while lo < hi:
+            day = self._local_day(lo) + timedelta(days=1)
+            midnight = datetime(day.year, day.month, day.day, tzinfo=self._zone)
+            cut = min(hi, int(midnight.timestamp() * 1000) // HOUR_MS * HOUR_MS)
+            if cut <= lo:
+                cut = min(hi, lo + HOUR_MS)
+            yield lo, cut
+            lo = cut
 
     def _complaint_rows(
         self, conn: psycopg.Connection[Any], h0: int, n_hours: int
@@ -171,7 +215,12 @@ class Recomputer:
         """Recompute and replace [start, end) chunk by chunk; returns the rows written."""
         written = 0
         for lo, hi in _chunks(start_ms, end_ms, chunk_hours):
-            rows, _, n = self.compute(conn, lo, hi)
+            rows = []
+            n = 0
+            for a, b in self._day_split(lo, hi):
+                part, _, m = self.compute(conn, a, b)
+                rows.extend(part)
+                n += m
             written += rollups.replace_range(conn, self.kind.value, lo, hi, rows, self.area)
             if progress is not None:
                 progress(
@@ -212,6 +261,8 @@ def recompute(
     total = 0
     for kind in kinds:
         devices = load_devices(conn, kind, areas)
-        worker = Recomputer(settings, kind, areas, devices, area)
+        # Past hours count the devices registered then (install, commission, decommission, moves).
+        history = registry_history.load_history(conn, kind.value)
+        worker = Recomputer(settings, kind, areas, devices, area, history)
         total += worker.run(conn, start_ms, end_ms, chunk_hours=chunk_hours, progress=progress)
     return total

@@ -7,8 +7,9 @@ class, in-service flag, heated area, public flag, charging site).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,3 +201,17 @@ def load_devices(conn: psycopg.Connection[Any], kind: Kind, areas: AreaIndex) ->
         lat=[np.nan if r[3] is None else float(r[3]) for r in rows],
         lon=[np.nan if r[4] is None else float(r[4]) for r in rows],
     )
+
+
+def as_of(devices: DeviceIndex, areas: AreaIndex, present: Mapping[str, str]) -> DeviceIndex:
+    """The index as of a past period: ``present`` maps the devices in service then to their area
+    then (``cityops.registry.devices_during``); every other device is not active."""
+    pos = {code: i for i, code in enumerate(areas.codes)}
+    active = np.zeros(len(devices), dtype=np.bool_)
+    area = devices.area.copy()
+    for i, device_id in enumerate(devices.ids):
+        code = present.get(str(device_id))
+        if code is not None and code in pos:
+            active[i] = True
+            area[i] = pos[code]
+    return dataclasses.replace(devices, active=active, area=area)

@@ -7,7 +7,7 @@ checks input, picks the format and translates errors.
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
@@ -45,10 +45,22 @@ def monthly_report(
     fmt: Annotated[
         formats.Format, Query(alias="format", description="json, csv, xlsx, html or pdf.")
     ] = formats.Format.JSON,
+    stale_rates: Annotated[
+        Literal["recompute", "provisional"] | None,
+        Query(
+            description="Hourly rates missing or older than their readings: recompute them first "
+            "(default, setting report.stale_rates) or mark the affected figures provisional."
+        ),
+    ] = None,
 ) -> Response:
-    """The monthly operations report of the district (or one street/township) in one format."""
+    """The monthly operations report of the district (or one street/township) in one format.
+
+    The response header ``X-Report-Provisional: true`` says some figures are provisional.
+    """
     try:
-        report = monthly.build(conn, settings, month, area=area, district=district)
+        report = monthly.build(
+            conn, settings, month, area=area, district=district, stale_rates=stale_rates
+        )
         body = formats.render(report, fmt)
         monthly.record_run(conn, report, [fmt.value], f"api:{principal.name}")
         conn.commit()
@@ -59,7 +71,10 @@ def monthly_report(
     return Response(
         body,
         media_type=formats.MEDIA_TYPES[fmt],
-        headers={"Content-Disposition": f'{disposition}; filename="{name}"'},
+        headers={
+            "Content-Disposition": f'{disposition}; filename="{name}"',
+            "X-Report-Provisional": "true" if report["provisional"] else "false",
+        },
     )
 
 
@@ -125,12 +140,13 @@ def list_indicators(
 def evaluation(
     _: Viewer,
     conn: ConnDep,
+    settings: SettingsDep,
     as_of: Annotated[date, Query(description="Evaluation date, YYYY-MM-DD.")],
     plan: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9-]{0,31}$")] = None,
 ) -> dict[str, Any]:
     """Every indicator classified at ``as_of`` from stored observations and forecasts."""
     try:
-        return monthly.evaluate_stored(conn, as_of, plan)
+        return monthly.evaluate_stored(conn, as_of, plan, monthly.rules_from(settings))
     except CityopsError as err:
         raise _domain(err) from err
 

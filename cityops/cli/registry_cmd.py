@@ -97,6 +97,29 @@ def devices_import(
         raise typer.Exit(1)
 
 
+@devices_app.command("history")
+def devices_history(
+    ctx: typer.Context,
+    file: Annotated[
+        Path, typer.Argument(help="CSV, JSON or JSON Lines file.", exists=True, dir_okay=False)
+    ],
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, json or jsonl.")] = None,
+) -> None:
+    """Import dated registry history: device_id,event,on_date[,to_area][,from_area][,note].
+
+    event is install, commission, decommission or move (a move names to_area). Reports and
+    recomputed rates for a past period count the devices registered then.
+    """
+    from cityops.db import pool
+
+    settings = settings_of(ctx)
+    with pool.connect(settings.db) as conn:
+        report = registry.import_events(conn, registry.read_records(file, fmt), str(file))
+    _print_report(report)
+    if report.errors:
+        raise typer.Exit(1)
+
+
 @devices_app.command("list")
 def devices_list(
     ctx: typer.Context,

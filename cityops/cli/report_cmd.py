@@ -55,6 +55,14 @@ def monthly(
         str, typer.Option("--format", help="Comma list of json, csv, xlsx, html, pdf.")
     ] = "xlsx,html,json",
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the files.")] = Path("."),
+    stale_rates: Annotated[
+        str | None,
+        typer.Option(
+            "--stale-rates",
+            help="Hourly rates missing or older than their readings: recompute (default, "
+            "setting report.stale_rates) or provisional (mark the figures, change nothing).",
+        ),
+    ] = None,
 ) -> None:
     """Produce the monthly operations report in the chosen formats."""
     from cityops.db import pool
@@ -64,6 +72,7 @@ def monthly(
     settings = settings_of(ctx)
     wanted = formats.parse_formats(fmt)
     steps = [
+        "freshness of the hourly rates",
         "rates",
         "charging radius",
         "cases and hotline",
@@ -89,7 +98,15 @@ def monthly(
         def step(name: str) -> None:
             progress.update(task, description=name, advance=0 if name == steps[0] else 1)
 
-        report = builder.build(conn, settings, month, area=area, district=district, progress=step)
+        report = builder.build(
+            conn,
+            settings,
+            month,
+            area=area,
+            district=district,
+            progress=step,
+            stale_rates=stale_rates,
+        )
         progress.update(task, advance=1)
         written = []
         for f in wanted:
@@ -102,6 +119,22 @@ def monthly(
     for path in written:
         out.print(f"wrote {path}", highlight=False)
     out.print(f"catalog {report['catalog_version']}, content sha256 {digest[:16]}", highlight=False)
+    completeness = report["completeness"]
+    if completeness["partial"]:
+        out.print(completeness["note"], highlight=False)
+    if completeness["no_data"]:
+        out.print(f"WARNING: {completeness['no_data_note']}", highlight=False)
+    fresh = report["freshness"]
+    if fresh["recomputed"]:
+        windows = ", ".join(r["window"] for r in fresh["recomputed"])
+        out.print(f"recomputed stale or missing hourly rates first: {windows}", highlight=False)
+    if report["provisional"]:
+        windows = ", ".join(fresh["provisional_windows"])
+        out.print(
+            f"PROVISIONAL: hourly rates missing or stale in {windows}; the affected figures are "
+            "marked provisional (run `cityops rates recompute` or drop --stale-rates provisional)",
+            highlight=False,
+        )
 
 
 @indicators_app.command("list")
@@ -263,7 +296,7 @@ def evaluate(
     settings = settings_of(ctx)
     day = _day(as_of, "as-of")
     with pool.connect(settings.db, autocommit=True) as conn:
-        section = monthly.evaluate_stored(conn, day, plan)
+        section = monthly.evaluate_stored(conn, day, plan, monthly.rules_from(settings))
     if as_json:
         out.print(
             orjson.dumps(section, option=orjson.OPT_INDENT_2).decode(),
@@ -276,7 +309,7 @@ def evaluate(
         f"catalog {section['catalog_version']}"
     )
     table.add_column("key", no_wrap=True)
-    for col in ("indicator", "current", "target", "task", "status", "预期", "reason"):
+    for col in ("indicator", "current", "target", "task", "status", "预期", "rule", "reason"):
         table.add_column(col)
     for r in section["rows"]:
         table.add_row(
@@ -287,6 +320,7 @@ def evaluate(
             "" if r["task_share"] is None else f"{r['task_share']:.0%}",
             f"{r['report_zh']} {r['status_en']}",
             r["pace_zh"],
+            r["rule"],
             r["reason"],
         )
     out.print(table)

@@ -44,6 +44,13 @@ def _rate(
 def seed(dsn: str) -> None:
     """Two streets with a month of hand-made hourly sums, cases and complaints."""
     with psycopg.connect(dsn, options="-c TimeZone=UTC") as conn:
+        # Both streets have devices of every kind (areas without devices are not ranked).
+        for area in (JW, CW):
+            for kind in ("streetlight", "heating", "manhole", "charger"):
+                conn.execute(
+                    "INSERT INTO devices (device_id, kind, area_code) VALUES (%s, %s, %s)",
+                    (f"{kind}-{area}", kind, area),
+                )
         for h in range(10):  # JW: 10 hours of 50/60 lamp-minutes lit
             _rate(conn, JW, "streetlight", "lighting_rate", M0 + timedelta(hours=h), 50, 60)
             _rate(conn, JW, "streetlight", "lighting_coverage", M0 + timedelta(hours=h), 54, 60)
@@ -115,6 +122,9 @@ def report_db(migrated_db: str) -> str:
 
 
 def _build(dsn: str, **kw: Any) -> dict[str, Any]:
+    # The hand-made rates have no readings beneath them and do not match the complaints table:
+    # keep them (a recompute would replace them) and let the report mark them provisional.
+    kw.setdefault("stale_rates", "provisional")
     with psycopg.connect(dsn, options="-c TimeZone=UTC") as conn:
         return monthly.build(conn, _settings(dsn), "2026-01", **kw)
 
@@ -298,10 +308,72 @@ def test_open_parameters_come_from_settings_and_are_recorded(report_db: str) -> 
         }
     )
     with psycopg.connect(report_db, options="-c TimeZone=UTC") as conn:
-        report = monthly.build(conn, settings, "2026-01")
+        report = monthly.build(conn, settings, "2026-01", stale_rates="provisional")
     assert _row(report, "rates", JW, "complaint_density")["vs_2020"] == round(3 / 2.5 / 0.8 - 1, 9)
     assert report["parameters"]["report"]["heating_baseline_2020"] == 0.8
     assert report["parameters"]["report"]["manhole_sla_hours"] == 1
     assert report["parameters"]["report"]["radius_cell_km"] == 1
     default = _build(report_db)
     assert default["parameters"]["report"]["heating_baseline_2020"] == 0.69
+
+
+def test_partial_month_is_evaluated_as_of_its_last_complete_day(report_db: str) -> None:
+    # 2026-01-16 10:00 local: the last complete day is 2026-01-15.
+    report = _build(report_db, now=datetime(2026, 1, 16, 2, tzinfo=UTC))
+    c = report["completeness"]
+    assert c["partial"]
+    assert c["as_of"] == "2026-01-15"
+    assert "in progress" in c["note"]
+    assert report["evaluation"]["as_of"] == "2026-01-15"
+    assert report["evaluation"]["time_share"] == 1.0  # after the plan period
+    done = _build(report_db, now=datetime(2026, 2, 1, tzinfo=UTC))
+    assert not done["completeness"]["partial"]
+    assert done["completeness"]["as_of"] == "2026-01-31"
+    assert b"in progress" in render_html.to_html(report)
+
+
+def test_month_without_data_says_so(report_db: str) -> None:
+    with psycopg.connect(report_db, options="-c TimeZone=UTC") as conn:
+        report = monthly.build(
+            conn, _settings(report_db), "2025-06", now=datetime(2026, 2, 1, tzinfo=UTC)
+        )
+    c = report["completeness"]
+    assert c["no_data"]
+    assert "no data for 2025-06" in c["no_data_note"]
+    assert b"no data for 2025-06" in render_html.to_html(report)
+    assert not _build(report_db)["completeness"]["no_data"]
+
+
+def test_ties_are_marked_and_areas_without_devices_are_not_ranked(report_db: str) -> None:
+    sj, gz = "CY-SJ", "CY-GZ"
+    with psycopg.connect(report_db, options="-c TimeZone=UTC") as conn:
+        conn.execute(
+            "INSERT INTO devices (device_id, kind, area_code) VALUES ('sl-sj', 'streetlight', %s)",
+            (sj,),
+        )
+        for h in range(3):  # SJ fully lit like CW: a tie for first
+            _rate(conn, sj, "streetlight", "lighting_rate", M0 + timedelta(hours=h), 60, 60)
+        # GZ has a complaint density (heated area) but no heating sensors: not ranked on it,
+        # nor on lighting (it has no lamps either).
+        _rate(conn, gz, "heating", "complaint_density", M0 + timedelta(hours=6), 0, 3.0)
+        _rate(conn, gz, "streetlight", "lighting_rate", M0 + timedelta(hours=6), 60, 60)
+        conn.commit()
+    report = _build(report_db)
+    cw, sj_row = (
+        _row(report, "rates", CW, "lighting_rate"),
+        _row(report, "rates", sj, "lighting_rate"),
+    )
+    jw = _row(report, "rates", JW, "lighting_rate")
+    assert (cw["rank"], sj_row["rank"], jw["rank"]) == (1, 1, 3)
+    assert (cw["tied"], sj_row["tied"], jw["tied"]) == (True, True, False)
+    assert jw["ranked"] == 3
+    gz_light = _row(report, "rates", gz, "lighting_rate")
+    assert gz_light["value"] == 1.0
+    assert gz_light["rank"] is None
+    assert not gz_light["has_devices"]
+    gz_density = _row(report, "rates", gz, "complaint_density")
+    assert gz_density["value"] == 0.0
+    assert gz_density["rank"] is None  # would otherwise be "first" with zero complaints
+    assert _row(report, "rates", CW, "complaint_density")["rank"] == 1
+    html = render_html.to_html(report).decode()
+    assert ">1=<" in html

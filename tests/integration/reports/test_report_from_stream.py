@@ -26,6 +26,11 @@ def test_report_equals_sums_of_stream_rates(migrated_db: str) -> None:
         conn.commit()
         recompute.recompute(conn, settings, fleet.START, fleet.END)
         conn.commit()
+        report: dict[str, Any] = monthly.build(conn, settings, "2026-01")
+        # The report recomputed the heating season (its complaint density had no rows before the
+        # fleet's day: missing hours, reports/freshness.py); compare with the table it read.
+        assert report["freshness"]["recomputed"]
+        assert report["freshness"]["provisional_kinds"] == []
         # The fleet spans the end of January 2026 local time; the report's January is
         # [2025-12-31T16:00Z, 2026-01-31T16:00Z).
         expected: dict[tuple[str, str], tuple[float, float]] = {}
@@ -35,7 +40,6 @@ def test_report_equals_sums_of_stream_rates(migrated_db: str) -> None:
             " GROUP BY 1, 2"
         ).fetchall():
             expected[(area, metric)] = (num, den)
-        report: dict[str, Any] = monthly.build(conn, settings, "2026-01")
     assert expected, "the stream wrote no January rows"
     checked = 0
     for r in report["rates"]:

@@ -134,3 +134,37 @@ def test_observations_forecasts_and_evaluation(client: TestClient, keys: Keys) -
         headers=keys.header("viewer"),
     )
     assert r.json()[0]["source"] == "区发改委"
+
+
+def test_rules_yes_no_values_and_provisional_report(client: TestClient, keys: Keys) -> None:
+    admin, viewer = keys.header("admin"), keys.header("viewer")
+    yes_no = {"indicator": "cy-gov-02", "observed_on": "2023-06-30", "source": "区城管执法局"}
+    r = client.post(
+        "/api/v1/indicators/observations", json={**yes_no, "value": 87.5}, headers=admin
+    )
+    assert r.status_code == 422
+    assert "allowed values" in r.json()["error"]["message"]
+    r = client.post("/api/v1/indicators/observations", json={**yes_no, "value": 1}, headers=admin)
+    assert r.status_code == 201, r.text
+    r = client.get("/api/v1/indicators/evaluation", params={"as_of": "2023-07-02"}, headers=viewer)
+    rows = {x["key"]: x for x in r.json()["rows"]}
+    assert rows["cy-gov-02"]["rule"] == "qualitative"
+    assert rows["cy-gov-02"]["status"] == "achieved_early"
+    assert rows["cy-gov-02"]["inputs"]["current"] == 1.0
+    assert rows["cy-gov-03"]["no_target"]
+    # The seeded heating complaints have no complaint-density rows beneath them: stale inputs.
+    r = client.get(
+        "/api/v1/reports/monthly",
+        params={"month": "2026-01", "stale_rates": "provisional"},
+        headers=viewer,
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["x-report-provisional"] == "true"
+    assert r.json()["freshness"]["provisional_kinds"] == ["heating"]
+    r = client.get(
+        "/api/v1/reports/monthly", params={"month": "2026-01", "stale_rates": "x"}, headers=viewer
+    )
+    assert r.status_code == 422
+    r = client.get("/api/v1/reports/monthly", params={"month": "2026-01"}, headers=viewer)
+    assert r.headers["x-report-provisional"] == "false"
+    assert r.json()["freshness"]["recomputed"]

@@ -260,18 +260,6 @@ def test_qualitative_indicator() -> None:
     assert evaluate(q, [obs(date(2022, 1, 1), 0.0)], HALF, f).status is Status.ON_TRACK
 
 
-def test_level_without_baseline_uses_first_observation_as_start() -> None:
-    nb = ind(baseline=None, target=100.0)
-    # first obs (2021-06-30, 80); time share from then to 2025-12-31 at HALF = 732/1645
-    e = evaluate(nb, [obs(date(2021, 6, 30), 80.0), obs(HALF, 90.0)], HALF)
-    assert e.baseline == 80.0
-    assert e.task_share == 0.5
-    assert e.time_share == 0.5  # the plan's time share is still reported
-    assert e.status is Status.ON_TRACK
-    single = evaluate(nb, [obs(HALF, 90.0)], HALF)
-    assert single.status is Status.PENDING
-
-
 def test_trend_projection_known_line() -> None:
     pts = [(date(2021, 1, 1), 0.0), (date(2022, 1, 1), 365.0)]
     assert trend_projection(pts, date(2023, 1, 1)) == pytest.approx(730.0)

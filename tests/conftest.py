@@ -49,6 +49,18 @@ def require_tool(name: str, package: str) -> str:
     return path
 
 
+def require_cjk_font() -> None:
+    """The report's CJK font (Debian fonts-noto-cjk): skips locally without it, fails in CI."""
+    from reports import fonts
+
+    if fonts.find_cjk_font() is None:
+        message = f"no CJK font for the report ({fonts.INSTALL_HINT})"
+        MISSING.setdefault("CJK font", "Debian package fonts-noto-cjk")
+        if IN_CI:
+            pytest.fail(message + " (CI=true: .ci/run installs fonts-noto-cjk)")
+        pytest.skip(message)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """One line at the end naming what was missing, so a skip never looks like a broken checkout."""
     if MISSING and not IN_CI:

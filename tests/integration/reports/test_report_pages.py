@@ -21,8 +21,8 @@ import psycopg
 import pytest
 
 from cityops.settings import DatabaseSettings, Settings
-from reports import charts, fonts, formats, monthly, render_html
-from tests.conftest import IN_CI, require_tool
+from reports import charts, formats, monthly, render_html
+from tests.conftest import require_cjk_font, require_tool
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
 
@@ -152,11 +152,7 @@ def chart_box(page: Page, first_word: str, height_in: float) -> tuple[float, flo
 
 def _need_pdf_tools() -> None:
     require_tool("chromium", "chromium")
-    if fonts.find_cjk_font() is None:
-        message = f"no CJK font for the report ({fonts.INSTALL_HINT})"
-        if IN_CI:
-            pytest.fail(message + " (CI=true: .ci/run installs fonts-noto-cjk)")
-        pytest.skip(message)
+    require_cjk_font()
 
 
 @pytest.fixture

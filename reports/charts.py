@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 import threading
 import warnings
 from collections.abc import Sequence
@@ -219,16 +220,40 @@ def trend_chart(
             ax.axvspan(x - 0.5, x + 0.5, color=NO_DATA, lw=0, zorder=0)
         if gaps:
             handles.append(Patch(color=NO_DATA, label="no data"))
-        ax.plot(xs, ys, color=DATA, lw=1.8, marker="o", ms=3.5, zorder=3, clip_on=False)
-        if in_progress in months:
-            j = months.index(in_progress)
-            if not math.isnan(ys[j]):
-                ax.plot([j], [ys[j]], marker="o", ms=6, mfc="white", mec=DATA, mew=1.5, zorder=4)
-                handles.append(
-                    Line2D(
-                        [], [], ls="", marker="o", mfc="white", mec=DATA, label="month in progress"
-                    )
+        running = months.index(in_progress) if in_progress in months else None
+        if running is not None and not math.isnan(ys[running]):
+            # the month still running is not joined to the others by a solid line: its value
+            # rests on part of the month; a dotted link and a hollow marker say so
+            done = [math.nan if i == running else y for i, y in enumerate(ys)]
+            prev = max((i for i in range(running) if not math.isnan(ys[i])), default=None)
+            if prev is not None:
+                ax.plot([prev, running], [ys[prev], ys[running]], color=DATA, lw=1, ls=":")
+            ax.plot(
+                [running],
+                [ys[running]],
+                marker="o",
+                ms=6,
+                mfc="white",
+                mec=DATA,
+                mew=1.5,
+                zorder=4,
+                clip_on=False,
+            )
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    ls=":",
+                    marker="o",
+                    mfc="white",
+                    mec=DATA,
+                    color=DATA,
+                    label="month in progress",
                 )
+            )
+        else:
+            done = ys
+        ax.plot(xs, done, color=DATA, lw=1.8, marker="o", ms=3.5, zorder=3, clip_on=False)
         lo, hi = value_axis(
             [y for y in ys if not math.isnan(y)],
             ratio=ratio,
@@ -240,11 +265,13 @@ def trend_chart(
             ax.annotate(
                 target.label,
                 (0, target.value),
-                xytext=(2, 2),
+                xytext=(2, -3),
                 textcoords="offset points",
                 color=TARGET,
                 fontsize=6.5,
-                va="bottom",
+                va="top",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 0.6},
+                zorder=5,
             )
         last_i, last_v = present[-1]
         last_label = fmt_value(last_v, ratio)
@@ -334,7 +361,7 @@ def value_chart(
 
 def ranking_height(n: int, *, in_progress: bool = False) -> float:
     """Height in inches of a ranking of ``n`` bars: 43 fit an A4 landscape page under a heading."""
-    return max(1.8, 0.8 + 0.125 * n + (0.15 if in_progress else 0.0))
+    return max(1.8, 0.8 + 0.125 * n + (0.3 if in_progress else 0.0))
 
 
 def ranking_chart(
@@ -417,7 +444,8 @@ def ranking_chart(
         ax.xaxis.tick_top()
         ax.grid(axis="x", color="#dddddd", lw=0.6)
         ax.set_axisbelow(True)
-        ax.set_title(f"{title}\n{in_progress}" if in_progress else title)
+        note = "\n".join(textwrap.wrap(in_progress, 64)) if in_progress else ""
+        ax.set_title(f"{title}\n{note}" if note else title)
         if handles:
             fig.legend(handles=handles, loc="outside lower left", ncol=2)
         return fig

@@ -152,7 +152,7 @@ def to_html(report: dict[str, Any]) -> bytes:
                 ratio=d["unit"] == "ratio",
                 target=_target(metric),
                 highlight=highlight,
-                in_progress=f"{progress}; ranks provisional" if progress else None,
+                in_progress=f"ranks provisional: {progress}" if progress else None,
             )
         )
     out.append("</div></div>")

@@ -237,9 +237,16 @@ def test_one_month_in_progress_is_a_marked_value_not_a_lonely_point(
 
     _need_pdf_tools()
     pdf = formats.render(report, formats.Format.PDF)
-    first = read_pages(pdf, tmp_path, 1, 1)[0]
+    pages = read_pages(pdf, tmp_path, 1, 3)
+    first = pages[0]
     assert "本月尚未结束" in first.text
     assert "the only month with data" in first.text
     # the value chart shows a bar against its scale, not a point on a year axis
     box = chart_box(first, report["definitions"]["charger_availability"]["name_zh"], 2.45)
     assert ink(first.png, box, charts.PARTIAL, tol=12) > 400
+    # the rankings, with their provisional titles, still fit: two whole charts per page
+    names = [a["name_zh"] for a in report["scope"]["areas"]]
+    for page in pages[1:]:
+        assert page.text.count("ranks provisional") == 2, page.text[:600]
+        for name in names:
+            assert page.text.count(name) == 2, f"{name} not in both rankings of the page"

@@ -6,7 +6,7 @@ charts are measured with it (matplotlib) and the HTML carries a subset of it (on
 characters the report uses, a few hundred kB) as an ``@font-face``, so the page and the PDF
 printed from it show the same glyphs whatever fonts the viewer or the printing machine has.
 
-Where the font comes from, in order: ``CITYOPS_REPORT_FONT`` (a .ttf/.otf/.ttc file, optionally
+Where the font comes from, in order: ``CITYOPS_CJK_FONT`` (a .ttf/.otf/.ttc file, optionally
 ``path#index`` for a face in a collection), the files of Debian's ``fonts-noto-cjk`` and a few
 other well-known places, then fontconfig (``fc-list :lang=zh``). .ci/run and the container image
 install ``fonts-noto-cjk``.
@@ -29,8 +29,8 @@ log = structlog.get_logger(__name__)
 
 # The CSS family name of the embedded subset; the stylesheet lists it first.
 EMBEDDED_FAMILY = "CityopsReportCJK"
-FONT_ENV = "CITYOPS_REPORT_FONT"
-INSTALL_HINT = "apt-get install fonts-noto-cjk, or set CITYOPS_REPORT_FONT to a CJK .ttf/.otf/.ttc"
+FONT_ENV = "CITYOPS_CJK_FONT"
+INSTALL_HINT = "apt-get install fonts-noto-cjk, or set CITYOPS_CJK_FONT to a CJK .ttf/.otf/.ttc"
 
 # Simplified-Chinese faces first (the area names are simplified Chinese).
 KNOWN_FILES = (

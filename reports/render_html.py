@@ -46,7 +46,6 @@ svg.chart text { font-family: FONT_STACK !important; }
 .charts svg { display: block; }
 .rankings { page-break-before: always; }
 .notice { border: 1px solid #e0a800; background: #fff6d6; padding: 4px 8px; margin: 6px 0; }
-.partial { color: #8a6d00; }
 h1 { font-size: 20px; } h2 { font-size: 16px; border-bottom: 1px solid #999; margin-top: 24px; }
 table { border-collapse: collapse; margin: 8px 0; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }

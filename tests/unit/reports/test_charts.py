@@ -135,6 +135,10 @@ def test_charts_render_without_a_cjk_font(monkeypatch: pytest.MonkeyPatch) -> No
     dejavu = Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf"
     monkeypatch.setenv(fonts.FONT_ENV, str(dejavu))  # a font without Chinese: not used
     assert fonts.find_cjk_font() is None
+    # the variable is outside the settings' groups: every process still starts with it set
+    from cityops.settings import Settings
+
+    Settings()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         svg = charts.ranking_chart(

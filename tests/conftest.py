@@ -27,7 +27,7 @@ MISSING: dict[str, str] = {}
 def _missing(service: str, why: str) -> None:
     """Locally a missing service skips; under CI=true it fails, so a skip never looks green."""
     message = f"{service} not reachable: {why}"
-    MISSING.setdefault(service, why)
+    MISSING.setdefault(service, (why.strip().splitlines() or [""])[0])
     if IN_CI:
         pytest.fail(message + " (CI=true: integration services are required)")
     pytest.skip(message)

@@ -207,7 +207,6 @@ def trend_chart(
         )
 
     def build() -> Figure:
-        from matplotlib.lines import Line2D
         from matplotlib.patches import Patch
 
         fig = _figure(WIDTH_IN, 2.45)
@@ -221,38 +220,7 @@ def trend_chart(
         if gaps:
             handles.append(Patch(color=NO_DATA, label="no data"))
         running = months.index(in_progress) if in_progress in months else None
-        if running is not None and not math.isnan(ys[running]):
-            # the month still running is not joined to the others by a solid line: its value
-            # rests on part of the month; a dotted link and a hollow marker say so
-            done = [math.nan if i == running else y for i, y in enumerate(ys)]
-            prev = max((i for i in range(running) if not math.isnan(ys[i])), default=None)
-            if prev is not None:
-                ax.plot([prev, running], [ys[prev], ys[running]], color=DATA, lw=1, ls=":")
-            ax.plot(
-                [running],
-                [ys[running]],
-                marker="o",
-                ms=6,
-                mfc="white",
-                mec=DATA,
-                mew=1.5,
-                zorder=4,
-                clip_on=False,
-            )
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    ls=":",
-                    marker="o",
-                    mfc="white",
-                    mec=DATA,
-                    color=DATA,
-                    label="month in progress",
-                )
-            )
-        else:
-            done = ys
+        done = _mark_running(ax, ys, running, handles)
         ax.plot(xs, done, color=DATA, lw=1.8, marker="o", ms=3.5, zorder=3, clip_on=False)
         lo, hi = value_axis(
             [y for y in ys if not math.isnan(y)],
@@ -262,15 +230,16 @@ def trend_chart(
         ax.set_ylim(lo, hi)
         if target is not None:
             ax.axhline(target.value, color=TARGET, ls="--", lw=1.4, zorder=2)
+            # above the line where there is room, else below it
+            above = (hi - target.value) / (hi - lo) > 0.08
             ax.annotate(
                 target.label,
                 (0, target.value),
-                xytext=(2, -3),
+                xytext=(2, 2 if above else -3),
                 textcoords="offset points",
                 color=TARGET,
                 fontsize=6.5,
-                va="top",
-                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 0.6},
+                va="bottom" if above else "top",
                 zorder=5,
             )
         last_i, last_v = present[-1]
@@ -304,6 +273,40 @@ def trend_chart(
         return fig
 
     return _draw(build, title)
+
+
+def _mark_running(
+    ax: Axes, ys: list[float], running: int | None, handles: list[Any]
+) -> list[float]:
+    """Draw the month still running apart; return the other months' series for the solid line.
+
+    Its value rests on part of the month, so it is not joined to the others by a solid line: a
+    dotted link and a hollow marker say so.
+    """
+    if running is None or math.isnan(ys[running]):
+        return ys
+    from matplotlib.lines import Line2D
+
+    prev = max((i for i in range(running) if not math.isnan(ys[i])), default=None)
+    if prev is not None:
+        ax.plot([prev, running], [ys[prev], ys[running]], color=DATA, lw=1, ls=":")
+    ax.plot(
+        [running],
+        [ys[running]],
+        marker="o",
+        ms=6,
+        mfc="white",
+        mec=DATA,
+        mew=1.5,
+        zorder=4,
+        clip_on=False,
+    )
+    handles.append(
+        Line2D(
+            [], [], ls=":", marker="o", mfc="white", mec=DATA, color=DATA, label="month in progress"
+        )
+    )
+    return [math.nan if i == running else y for i, y in enumerate(ys)]
 
 
 def value_chart(

@@ -84,10 +84,12 @@ def seed(dsn: str, months: list[str], *, partial_area: str | None = None) -> lis
     return codes
 
 
-def build(dsn: str, now: datetime | None = None) -> dict[str, Any]:
-    """The district report for MONTH."""
+def build(dsn: str, now: datetime | None = None, area: str | None = None) -> dict[str, Any]:
+    """The district report for MONTH (or one area's)."""
     with psycopg.connect(dsn, options="-c TimeZone=UTC") as conn:
-        return monthly.build(conn, Settings(db=DatabaseSettings(dsn=dsn)), MONTH, now=now)
+        return monthly.build(
+            conn, Settings(db=DatabaseSettings(dsn=dsn)), MONTH, now=now, area=area
+        )
 
 
 @dataclass
@@ -250,3 +252,17 @@ def test_one_month_in_progress_is_a_marked_value_not_a_lonely_point(
         assert page.text.count("ranks provisional") == 2, page.text[:600]
         for name in names:
             assert page.text.count(name) == 2, f"{name} not in both rankings of the page"
+
+
+def test_area_report_shows_where_the_area_stands(year_db: tuple[str, list[str]]) -> None:
+    dsn, _ = year_db
+    report = build(dsn, area="CY-JW")
+    html = formats.render(report, formats.Format.HTML).decode()
+    jw = next(
+        r for r in report["rates"] if r["metric"] == "lighting_rate" and r["scope"] == "CY-JW"
+    )
+    # its own bar, highlighted, with its district-wide rank, value and (partial) coverage
+    assert f"{jw['rank']}. 建外街道" in html
+    assert "(43 ranked)" in html
+    assert f"{charts.fmt_value(jw['value'], ratio=True)}  cov 60%" in html
+    assert charts.HIGHLIGHT in html

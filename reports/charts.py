@@ -23,7 +23,7 @@ import math
 import textwrap
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING, Any, cast
@@ -135,8 +135,8 @@ def _svg(fig: Figure, label: str) -> str:
     ).strip()
 
 
-def _draw(build: Any, label: str) -> str:
-    """Run ``build(font)`` → Figure under the report's rc settings and return its SVG."""
+def _draw(build: Callable[[], Figure], label: str) -> str:
+    """Run ``build()`` under the report's rc settings and return its figure as SVG."""
     import matplotlib
 
     font = find_cjk_font()

@@ -98,6 +98,13 @@ def test_a_single_month_is_a_value_not_a_point_on_a_year_axis() -> None:
     assert "100%" in texts
 
 
+def test_same_data_same_svg() -> None:
+    points = _points([0.9, None, 0.95] + [0.96] * 10)
+    a = charts.trend_chart("城市道路亮灯率", points, ratio=True)
+    assert a == charts.trend_chart("城市道路亮灯率", points, ratio=True)
+    assert a.startswith('<svg class="chart" role="img" aria-label="城市道路亮灯率"')
+
+
 def test_no_data_at_all_says_so() -> None:
     svg = charts.trend_chart("充电桩可用率", _points([None] * 13), ratio=True)
     assert "no data in 2025-01 – 2026-01" in _texts(svg)

@@ -198,6 +198,10 @@ def test_pdf_pages_show_title_every_area_and_each_chart(
     # the ranking pages: every street/township by name, as text, once per ranked metric
     ranking = "\n".join(p.text for p in pages[1:] if "街乡排名" in p.text or "ranked)" in p.text)
     assert "街乡排名" in ranking
+    # the layout: the rankings start on page 2 under their heading, two whole charts a page
+    assert "街乡排名" in pages[1].text
+    for page in pages[1:3]:
+        assert page.text.count("ranked)") == 2, page.text[:600]
     for code in codes:
         assert ranking.count(names[code]) >= 3, f"{names[code]} ({code}) missing in the rankings"
     # each ranking chart: its title and bars under it

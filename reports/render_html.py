@@ -1,7 +1,10 @@
 """The monthly report as print-ready HTML with inline SVG charts, and as PDF through chromium.
 
-Charts are hand-drawn SVG (no plotting dependency): indicator trends against their target lines
-and ranking bars of the streets/townships. The PDF is the same HTML printed by headless chromium.
+Charts come from ``reports.charts`` (matplotlib, SVG with text kept as text): indicator trends
+against their target lines and ranking bars of the streets/townships. The HTML embeds a subset of
+the machine's CJK font (``reports.fonts``), so the page and the PDF, which is the same HTML
+printed by headless chromium, draw the Chinese names alike. A month still running when the report
+was generated is marked as in progress wherever its values and ranks appear.
 """
 
 from __future__ import annotations
@@ -10,17 +13,24 @@ import os
 import shutil
 import subprocess
 import tempfile
+from datetime import datetime
 from html import escape
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cityops.errors import CityopsError
+from reports import charts, fonts
 
-# Target lines drawn on the trend charts (fractions for ratio metrics).
+# Target lines drawn on the trend and ranking charts (fractions for ratio metrics).
 TREND_TARGETS: dict[str, tuple[float, str]] = {
     "lighting_rate": (0.99, "target 99% (cy-gov-05)"),
     "complaint_density": (0.621, "target 0.621 = 0.69 × (1 − 10%) (cy-gov-25)"),
 }
+FONT_STACK = (
+    f'"{fonts.EMBEDDED_FAMILY}", "Noto Sans CJK SC", "Source Han Sans SC", "Microsoft YaHei", '
+    '"PingFang SC", sans-serif'
+)
 RANK_METRICS = (
     "lighting_rate",
     "room_temp_compliance",
@@ -29,20 +39,24 @@ RANK_METRICS = (
 )
 
 CSS = """
-body { font-family: "Noto Sans CJK SC", "Source Han Sans SC", "Microsoft YaHei", sans-serif;
+body { font-family: FONT_STACK;
        margin: 24px; color: #222; font-size: 12px; }
+svg.chart text { font-family: FONT_STACK !important; }
+.charts { display: grid; grid-template-columns: repeat(2, max-content); gap: 10px 18px; }
+.charts svg { display: block; }
+.rankings { page-break-before: always; }
+.notice { border: 1px solid #e0a800; background: #fff6d6; padding: 4px 8px; margin: 6px 0; }
 h1 { font-size: 20px; } h2 { font-size: 16px; border-bottom: 1px solid #999; margin-top: 24px; }
 p.provisional { background: #fff3cd; border: 1px solid #e0c36c; padding: 6px; }
 .nw { white-space: nowrap; } div.wide { min-width: 18em; } div.small { font-size: 9px; }
 table { border-collapse: collapse; margin: 8px 0; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 th { background: #eee; } td.t { text-align: left; }
-.charts { display: flex; flex-wrap: wrap; gap: 12px; }
 .achieved_early { background: #d4f4d4; } .on_track { background: #eef8ee; }
 .adjust { background: #fbd9d3; } .no_target, .pending { background: #f3f3f3; }
 @media print { h2 { page-break-after: avoid; } table, svg { page-break-inside: avoid; } }
 @page { size: A4 landscape; margin: 12mm; }
-"""
+""".replace("FONT_STACK", FONT_STACK)
 
 
 class RenderError(CityopsError):
@@ -69,89 +83,6 @@ def _table(header: list[str], rows: list[list[str]], classes: list[str] | None =
         )
         body.append(f"<tr{cls}>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
-
-
-def trend_svg(
-    title: str, points: list[dict[str, Any]], target: tuple[float, str] | None, ratio: bool
-) -> str:
-    """A line chart of monthly values with an optional dashed target line."""
-    w, h, pad = 420, 200, 40
-    vals: list[float] = [float(p["value"]) for p in points if p["value"] is not None]
-    lo_hi = vals + ([target[0]] if target else [])
-    if not lo_hi:
-        empty = f'<text x="10" y="20">{escape(title)}: no data</text>'
-        return f'<svg width="{w}" height="{h}">{empty}</svg>'
-    lo, hi = min(lo_hi), max(lo_hi)
-    if hi == lo:
-        lo, hi = lo - 0.5 * (abs(lo) or 1), hi + 0.5 * (abs(hi) or 1)
-    span = hi - lo
-    lo, hi = lo - 0.1 * span, hi + 0.1 * span
-    n = max(1, len(points) - 1)
-
-    def x(i: int) -> float:
-        return pad + i * (w - 2 * pad) / n
-
-    def y(v: float) -> float:
-        return h - pad + (lo - v) * (h - 2 * pad) / (hi - lo)
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img">',
-        f'<text x="{pad}" y="16" font-size="12">{escape(title)}</text>',
-        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#999"/>',
-    ]
-    for v in (lo, hi):
-        label = f"{v * 100:.1f}%" if ratio else f"{v:.3g}"
-        parts.append(f'<text x="2" y="{y(v) + 4:.1f}" font-size="9">{label}</text>')
-    if target:
-        ty = y(target[0])
-        parts.append(
-            f'<line x1="{pad}" y1="{ty:.1f}" x2="{w - pad}" y2="{ty:.1f}" '
-            'stroke="#c00" stroke-dasharray="4 3"/>'
-        )
-        parts.append(
-            f'<text x="{pad + 4}" y="{ty - 4:.1f}" font-size="9" fill="#c00">'
-            f"{escape(target[1])}</text>"
-        )
-    path = [(x(i), y(p["value"])) for i, p in enumerate(points) if p["value"] is not None]
-    if len(path) > 1:
-        d = " ".join(f"{px:.1f},{py:.1f}" for px, py in path)
-        parts.append(f'<polyline points="{d}" fill="none" stroke="#06c" stroke-width="2"/>')
-    parts.extend(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="#06c"/>' for px, py in path)
-    for i, p in enumerate(points):
-        if i % 3 == 0 or i == len(points) - 1:
-            parts.append(
-                f'<text x="{x(i) - 14:.1f}" y="{h - pad + 14}" font-size="9">{p["month"]}</text>'
-            )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def ranking_svg(
-    title: str, bars: list[tuple[str, float]], ratio: bool, highlight: str | None
-) -> str:
-    """Horizontal bars of each area's value, best first."""
-    if not bars:
-        empty = f'<text x="0" y="14" font-size="12">{escape(title)}: no data</text>'
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="420" height="24">{empty}</svg>'
-    row, w, label_w = 14, 420, 110
-    h = 24 + row * max(1, len(bars))
-    top = max((v for _, v in bars), default=0.0) or 1.0
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img">',
-        f'<text x="0" y="14" font-size="12">{escape(title)}</text>',
-    ]
-    for i, (name, v) in enumerate(bars):
-        yy = 20 + i * row
-        bw = max(0.0, v / top) * (w - label_w - 60)
-        color = "#e67e22" if name == highlight else "#06c"
-        value = f"{v * 100:.2f}%" if ratio else f"{v:.3g}"
-        parts.append(f'<text x="0" y="{yy + 10}" font-size="9">{escape(name)}</text>')
-        parts.append(
-            f'<rect x="{label_w}" y="{yy}" width="{bw:.1f}" height="{row - 3}" fill="{color}"/>'
-        )
-        parts.append(f'<text x="{label_w + bw + 4:.1f}" y="{yy + 10}" font-size="9">{value}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def _provisional_note(report: dict[str, Any]) -> str:
@@ -224,10 +155,10 @@ def to_html(report: dict[str, Any]) -> bytes:
     defs = report["definitions"]
     scope = report["scope"]
     names = {a["code"]: a["name_zh"] for a in scope["areas"]}
+    progress = month_progress(report)
+    running = report["month"] if progress else None
+    font = fonts.find_cjk_font()
     out = [
-        '<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8">',
-        f"<title>月度运行报告 {escape(report['month'])} {escape(scope['code'])}</title>",
-        f"<style>{CSS}</style></head><body>",
         f"<h1>城市运行月度报告 Monthly operations report — {escape(report['month'])}, "
         f"{escape(scope['level'])} {escape(scope['code'])}</h1>",
         f"<p>Catalog version {escape(report['catalog_version'])} · period "
@@ -236,30 +167,67 @@ def to_html(report: dict[str, Any]) -> bytes:
         f"{escape(report['generated_at'])}</p>",
         _provisional_note(report),
         _completeness_note(report),
-        '<h2>Trends against targets 指标趋势</h2><div class="charts">',
     ]
+    if progress:
+        out.append(_progress_notice(progress))
+    if font is None:
+        out.append(
+            '<p class="notice">No CJK font on the machine that rendered this report: Chinese '
+            f"names may show as empty boxes ({escape(fonts.INSTALL_HINT)}).</p>"
+        )
+    out.append('<h2>Trends against targets 指标趋势</h2><div class="charts">')
     for metric, points in report["trends"].items():
         d = defs[metric]
         out.append(
-            trend_svg(
+            charts.trend_chart(
                 f"{d['name_zh']} {d['name_en']}",
                 points,
-                TREND_TARGETS.get(metric),
-                d["unit"] == "ratio",
+                ratio=d["unit"] == "ratio",
+                target=_target(metric),
+                in_progress=running,
+                coverage=_district_coverage(report, metric),
             )
         )
-    out.append('</div><h2>Rankings of streets/townships 街乡排名</h2><div class="charts">')
+    out.append(
+        '</div><div class="rankings"><h2>Rankings of streets/townships 街乡排名 — '
+        f"{escape(report['month'])}</h2>"
+    )
+    # (a month in progress is said in each ranking's title: a notice here would push the
+    # 43-bar charts off the page)
+    out.append('<div class="charts">')
+    highlight = names.get(scope["code"]) if scope["level"] == "area" else None
     for metric in RANK_METRICS:
+        d = defs[metric]
         rows = sorted(
             (r for r in report["rates"] if r["metric"] == metric and r["rank"]),
             key=lambda r: r["rank"],
         )
-        bars = [(names.get(r["scope"], r["scope"]), r["value"]) for r in rows]
-        highlight = names.get(scope["code"]) if scope["level"] == "area" else None
+        bars = [
+            charts.Bar(
+                name=names.get(r["scope"], r["scope"]),
+                value=r["value"],
+                rank=r["rank"],
+                coverage=r.get("coverage"),
+            )
+            for r in rows
+            if r["value"] is not None
+        ]
+        ranked = rows[0]["ranked"] if rows and "ranked" in rows[0] else len(bars)
         out.append(
-            ranking_svg(defs[metric]["name_zh"], bars, defs[metric]["unit"] == "ratio", highlight)
+            charts.ranking_chart(
+                f"{d['name_zh']} ({ranked} ranked)\n{d['name_en']}",
+                bars,
+                ratio=d["unit"] == "ratio",
+                target=_target(metric),
+                highlight=highlight,
+                in_progress=f"ranks provisional: {progress}" if progress else None,
+            )
         )
-    out.append("</div><h2>Rates 运行指标</h2>")
+    out.append("</div></div>")
+    rates_title = "Rates 运行指标"
+    if progress:
+        rates_title += " (month in progress: provisional; see coverage)"
+    out.append(f"<h2>{escape(rates_title)}</h2>")
     out.append(
         _table(
             [
@@ -458,8 +426,58 @@ def to_html(report: dict[str, Any]) -> bytes:
             ],
         )
     )
-    out.append("</body></html>\n")
-    return "".join(out).encode("utf-8")
+    body = "".join(out)
+    title = f"月度运行报告 {escape(report['month'])} {escape(scope['code'])}"
+    face = fonts.font_face_css(font, title + body) if font else ""
+    head = (
+        '<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8">'
+        f"<title>{title}</title><style>{face}\n{CSS}</style></head><body>"
+    )
+    return (head + body + "</body></html>\n").encode("utf-8")
+
+
+def _district_coverage(report: dict[str, Any], metric: str) -> float | None:
+    """The month's district coverage of ``metric`` (the trends are district values)."""
+    for r in report["rates"]:
+        if r["metric"] == metric and r["level"] == "district":
+            return r.get("coverage")  # type: ignore[no-any-return]
+    return None
+
+
+def _target(metric: str) -> charts.Target | None:
+    t = TREND_TARGETS.get(metric)
+    return charts.Target(value=t[0], label=t[1]) if t else None
+
+
+def _progress_notice(progress: str) -> str:
+    return (
+        f'<p class="notice">本月尚未结束 · {escape(progress)}. Values, changes and ranks are '
+        "provisional; the coverage beside each value says how much of the expected data they "
+        "rest on.</p>"
+    )
+
+
+def month_progress(report: dict[str, Any]) -> str | None:
+    """How far the report's month had run when the report was generated; None once it is over.
+
+    E.g. ``month in progress: data to 2026-10-17 14:00 (Asia/Shanghai), 54% of the month``.
+    """
+    period = report.get("period", {})
+    try:
+        start = datetime.fromisoformat(period["start"])
+        end = datetime.fromisoformat(period["end"])
+        generated = datetime.fromisoformat(report["generated_at"])
+        zone = ZoneInfo(period["timezone"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if generated >= end:
+        return None
+    share = min(1.0, max(0.0, (generated - start) / (end - start)))
+    local = generated.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    return (
+        f"month in progress: data to {local} ({period['timezone']}), "
+        f"{share * 100:.0f}% of the month"
+    )
 
 
 def find_chromium() -> str | None:

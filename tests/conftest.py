@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -19,12 +20,56 @@ DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+# What was missing in this run, for the one-line summary at the end (see pytest_terminal_summary).
+MISSING: dict[str, str] = {}
+
+
 def _missing(service: str, why: str) -> None:
     """Locally a missing service skips; under CI=true it fails, so a skip never looks green."""
     message = f"{service} not reachable: {why}"
+    MISSING.setdefault(service, (why.strip().splitlines() or [""])[0])
     if IN_CI:
         pytest.fail(message + " (CI=true: integration services are required)")
     pytest.skip(message)
+
+
+def require_tool(name: str, package: str) -> str:
+    """Path of a command-line tool a test needs (Debian ``package`` provides it).
+
+    Locally a missing tool skips the test with one line naming the package; under CI=true it
+    fails, because .ci/run installs every tool the tests use.
+    """
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} not installed (Debian package {package}; `bash .ci/run` installs it)"
+        MISSING.setdefault(name, f"Debian package {package}")
+        if IN_CI:
+            pytest.fail(message + " (CI=true: the tool is required)")
+        pytest.skip(message)
+    return path
+
+
+def require_cjk_font() -> None:
+    """The report's CJK font (Debian fonts-noto-cjk): skips locally without it, fails in CI."""
+    from reports import fonts
+
+    if fonts.find_cjk_font() is None:
+        message = f"no CJK font for the report ({fonts.INSTALL_HINT})"
+        MISSING.setdefault("CJK font", "Debian package fonts-noto-cjk")
+        if IN_CI:
+            pytest.fail(message + " (CI=true: .ci/run installs fonts-noto-cjk)")
+        pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line at the end naming what was missing, so a skip never looks like a broken checkout."""
+    if MISSING and not IN_CI:
+        parts = ", ".join(f"{name} ({why})" for name, why in sorted(MISSING.items()))
+        terminalreporter.write_line(
+            f"not installed or not reachable here, so the tests needing them were skipped: {parts}."
+            " `bash .ci/run` installs and starts everything (as root, Debian).",
+            yellow=True,
+        )
 
 
 def _admin_dsn(env: str, default: str | None) -> str | None:

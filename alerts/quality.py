@@ -166,3 +166,69 @@ def score(
                 s.explained += 1
         scores[fault_type] = s
     return scores
+
+
+# The anomaly rule of each kind whose detector field the simulators' shapes distort
+# (simulators/shapes.py); a shape fault of a kind is expected to be caught by its rule.
+ANOMALY_RULE: Mapping[str, str] = {
+    "streetlight": "lamp_power_anomaly",
+    "heating": "room_temperature_anomaly",
+    "charger": "charger_power_anomaly",
+}
+
+
+def score_anomalies(
+    faults: Iterable[tuple[str, TruthFault]],
+    alerts: Sequence[FiredAlert],
+    *,
+    sensors: Mapping[str, Iterable[str]],
+    days: float,
+    rules: Mapping[str, str] = ANOMALY_RULE,
+) -> dict[str, object]:
+    """Anomaly quality per kind and shape (docs/alerts.md, "Anomaly quality").
+
+    ``faults`` are (kind, shape fault); an alert matches a fault when it fires on the fault's
+    device between its start and its effect end (no grace). Precision is the kind's rule's:
+    matching alerts ÷ all its alerts, so it is the same for every shape of a kind.
+    ``false_alerts_per_1000_sensor_days`` counts the rules' alerts on sensors (``sensors`` by
+    kind) without any fault, per 1,000 days of those sensors over the run's ``days``.
+    """
+    faults = list(faults)
+    table: dict[str, dict[str, object]] = {}
+    false_alerts = 0
+    healthy_days = 0.0
+    for kind, rule in rules.items():
+        mine = [f for k, f in faults if k == kind]
+        shapes = sorted({f.fault_type for f in mine})
+        scores = score(
+            mine,
+            [a for a in alerts if a.rule == rule],
+            grace=timedelta(0),
+            expected=dict.fromkeys(shapes, rule),
+        )
+        for shape, s in scores.items():
+            table[f"{kind}.{shape}"] = {
+                "faults": s.faults,
+                "undetectable": s.undetectable,
+                "detected": s.detected,
+                "alerts": s.alerts,
+                "precision": None if s.precision is None else round(s.precision, 3),
+                "recall": None if s.recall is None else round(s.recall, 3),
+                "detection_delay_p50_s": s.delay_p50_s,
+            }
+        faulty = {d for f in mine for d in f.device_ids}
+        healthy = set(sensors.get(kind, ())) - faulty
+        healthy_days += len(healthy) * days
+        false_alerts += sum(1 for a in alerts if a.rule == rule and a.device_id in healthy)
+    precision = [float(v["precision"]) for v in table.values() if v["precision"] is not None]  # type: ignore[arg-type]
+    recall = [float(v["recall"]) for v in table.values() if v["recall"] is not None]  # type: ignore[arg-type]
+    return {
+        "precision_min": min(precision) if precision else None,
+        "recall_min": min(recall) if recall else None,
+        "false_alerts_per_1000_sensor_days": round(1000 * false_alerts / healthy_days, 3)
+        if healthy_days
+        else None,
+        "false_alerts": false_alerts,
+        "healthy_sensor_days": round(healthy_days),
+        "per_shape": table,
+    }

@@ -54,7 +54,7 @@ import psycopg  # noqa: E402
 import yaml  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from alerts.quality import FiredAlert, TruthFault, TypeScore, score  # noqa: E402
+from alerts.quality import FiredAlert, TruthFault, score_anomalies  # noqa: E402
 from alerts.rules import AnomalyRule, RuleHolder  # noqa: E402
 from benchmarks.alerts import admin_dsn, scratch_db, start_broker  # noqa: E402
 from cityops import catalog, registry  # noqa: E402
@@ -202,9 +202,11 @@ def run_product(dsn: str, sim: Simulation, workdir: Path) -> tuple[list[FiredAle
             "AND rule = ANY(%s)",
             (list(rules),),
         ).fetchall()
-    return [FiredAlert(rule=r, device_id=d, group=None, fired_at=f) for r, d, f in rows], (
-        published
-    ), elapsed
+    return (
+        [FiredAlert(rule=r, device_id=d, group=None, fired_at=f) for r, d, f in rows],
+        (published),
+        elapsed,
+    )
 
 
 def baseline_alerts(dsn: str, settings: StreamSettings) -> list[FiredAlert]:
@@ -216,7 +218,7 @@ def baseline_alerts(dsn: str, settings: StreamSettings) -> list[FiredAlert]:
         for kind in KINDS:
             field = catalog.ANOMALY_FIELD[kind]
             rows = conn.execute(
-                f"SELECT device_id, (extract(epoch FROM ts) * 1000)::bigint, {field} "  # noqa: S608 - catalog names
+                f"SELECT device_id, (extract(epoch FROM ts) * 1000)::bigint, {field} "
                 f"FROM {kind.value}_readings WHERE {field} IS NOT NULL ORDER BY device_id, ts"
             ).fetchall()
             state: dict[str, list[float]] = {}
@@ -280,48 +282,15 @@ def score_table(
     sim: Simulation, faults: list[tuple[Kind, TruthFault]], fired: Iterable[FiredAlert]
 ) -> dict[str, Any]:
     """Per kind and shape: precision, recall, delay; false alerts per 1,000 healthy sensor-days."""
-    rules = anomaly_rules()
-    fired = list(fired)
-    days = (sim.end_ms - sim.start_ms) / 86_400_000
-    table: dict[str, Any] = {}
-    false_alerts = 0
-    healthy_days = 0.0
-    for kind in KINDS:
-        rule = rules[kind].name
-        mine = [f for k, f in faults if k is kind]
-        shapes = sorted({f.fault_type for f in mine})
-        scores: dict[str, TypeScore] = score(
-            mine,
-            [a for a in fired if a.rule == rule],
-            grace=timedelta(0),
-            expected=dict.fromkeys(shapes, rule),
-        )
-        for shape, s in scores.items():
-            table[f"{kind.value}.{shape}"] = {
-                "faults": s.faults,
-                "undetectable": s.undetectable,
-                "detected": s.detected,
-                "precision": None if s.precision is None else round(s.precision, 3),
-                "recall": None if s.recall is None else round(s.recall, 3),
-                "detection_delay_p50_s": s.delay_p50_s,
-            }
-        faulty = {d for f in mine for d in f.device_ids}
-        ids = {str(d) for d in sim.scenario.tables[kind].device_id.tolist()}
-        healthy = ids - faulty
-        healthy_days += len(healthy) * days
-        false_alerts += sum(1 for a in fired if a.rule == rule and a.device_id in healthy)
-    precision = [v["precision"] for v in table.values() if v["precision"] is not None]
-    recall = [v["recall"] for v in table.values() if v["recall"] is not None]
-    return {
-        "precision_min": min(precision) if precision else None,
-        "recall_min": min(recall) if recall else None,
-        "false_alerts_per_1000_sensor_days": round(1000 * false_alerts / healthy_days, 3)
-        if healthy_days
-        else None,
-        "false_alerts": false_alerts,
-        "healthy_sensor_days": round(healthy_days),
-        "per_shape": table,
-    }
+    return score_anomalies(
+        [(k.value, f) for k, f in faults],
+        list(fired),
+        sensors={
+            k.value: [str(d) for d in sim.scenario.tables[k].device_id.tolist()] for k in KINDS
+        },
+        days=(sim.end_ms - sim.start_ms) / 86_400_000,
+        rules={k.value: anomaly_rules()[k].name for k in KINDS},
+    )
 
 
 def detector_cost(n_readings: int = 1_000_000, n_sensors: int = 10_000) -> dict[str, float]:
@@ -391,7 +360,7 @@ def main() -> None:
         "readings": readings,
         "replay_s": round(elapsed, 1),
         "shape_faults": len(faults),
-        **{k: v for k, v in product.items()},
+        **product,
         "baseline": baseline,
         "ahead_of_baseline": ahead,
         **detector_cost(),

@@ -319,7 +319,7 @@ class Simulation:
                 f.params["effect_end"] = rfc3339(t)
         return still
 
-    def _step_kind(
+    def _step_kind(  # noqa: PLR0912 (one pass over the tick's devices)
         self,
         kind: Kind,
         state: _KindState,

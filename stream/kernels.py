@@ -343,11 +343,11 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
     3 noise). No score (NaN, cause 0) during the first ``warmup`` readings, and with ``carry``
     before a whole day (``season_warmup_ms`` from ``start_ts``) has shown every hour once. With
     ``reseed`` that slot, entered from another one, starts again from the entering reading,
-    unscored (a connector's power is set by each new car; what is judged is the session). Learning clips
-    residuals at ``clip`` standard deviations, so one outlier barely moves the baseline while a
-    lasting shift is learnt over the memory. Late and duplicate readings are skipped (NaN); a
-    reading without the value (NaN) or without a slot (< 0) only moves the last time. Returns the
-    number of readings whose value was applied.
+    unscored (a connector's power is set by each new car; what is judged is the session).
+    Learning clips residuals at ``clip`` standard deviations, so one outlier barely moves the
+    baseline while a lasting shift is learnt over the memory. Late and duplicate readings are
+    skipped (NaN); a reading without the value (NaN) or without a slot (< 0) only moves the last
+    time. Returns the number of readings whose value was applied.
     """
     warmup = params[0]
     slot_warmup = params[1]

@@ -191,8 +191,8 @@ def anomaly_scores(  # noqa: PLR0912, PLR0915 (written out literally, to be chec
         st = sensors.setdefault(
             d,
             {
-                "last_ts": None, "last_val": math.nan, "n": 0, "last_slot": 0, "level": 0.0, "start": 0,
-                "var": 0.0, "fvar": 0.0, "surprise": 0.0, "slots": {},
+                "last_ts": None, "last_val": math.nan, "n": 0, "last_slot": 0, "level": 0.0,
+                "start": 0, "var": 0.0, "fvar": 0.0, "surprise": 0.0, "slots": {},
             },
         )  # fmt: skip
         if st["last_ts"] is not None and t <= st["last_ts"]:

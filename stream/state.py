@@ -119,17 +119,19 @@ INSERT INTO sensor_state SELECT * FROM sensor_state_stage
 ON CONFLICT (kind, field, device_id) DO UPDATE SET
     model = EXCLUDED.model, saved_at = EXCLUDED.saved_at, last_ts = EXCLUDED.last_ts,
     last_val = EXCLUDED.last_val, n = EXCLUDED.n, flat_since = EXCLUDED.flat_since,
-    last_slot = EXCLUDED.last_slot, start_ts = EXCLUDED.start_ts, level = EXCLUDED.level, var = EXCLUDED.var, fvar = EXCLUDED.fvar,
+    last_slot = EXCLUDED.last_slot, start_ts = EXCLUDED.start_ts, level = EXCLUDED.level,
+    var = EXCLUDED.var, fvar = EXCLUDED.fvar,
     surprise = EXCLUDED.surprise, slots = EXCLUDED.slots
 """
 LOAD_SQL = """
-SELECT device_id, last_ts, last_val, n, flat_since, last_slot, start_ts, level, var, fvar, surprise, slots
+SELECT device_id, last_ts, last_val, n, flat_since, last_slot, start_ts, level, var, fvar,
+       surprise, slots
 FROM sensor_state
 WHERE kind = %(kind)s AND field = %(field)s AND model = %(model)s AND device_id = ANY(%(ids)s)
 """
 _COLUMNS = (
-    "kind, field, device_id, model, saved_at, last_ts, last_val, n, flat_since, last_slot, start_ts, "
-    "level, var, fvar, surprise, slots"
+    "kind, field, device_id, model, saved_at, last_ts, last_val, n, flat_since, last_slot, "
+    "start_ts, level, var, fvar, surprise, slots"
 )
 
 
@@ -254,8 +256,8 @@ class SensorState:
             dev, ts, np.ascontiguousarray(values, dtype=np.float64),
             np.ascontiguousarray(slots, dtype=np.int64), order, self.params,
             self.detector.carry, self.last_ts, self.last_val, self.count, self.flat_since,
-            self.last_slot, self.start_ts, self.level, self.var, self.fvar, self.surprise, self.slots, score,
-            cause,
+            self.last_slot, self.start_ts, self.level, self.var, self.fvar, self.surprise,
+            self.slots, score, cause,
         )  # fmt: skip
         return score, cause
 
@@ -358,7 +360,8 @@ class SensorState:
         for d, row in zip(pos.tolist(), rows, strict=True):
             if d < 0:
                 continue
-            _, last_ts, last_val, n, flat_since, last_slot, start, level, var, fvar, surprise, blob = row
+            (_, last_ts, last_val, n, flat_since, last_slot, start, level, var, fvar, surprise,
+             blob) = row  # fmt: skip
             slots = np.frombuffer(bytes(blob), dtype="<f4")
             if slots.shape[0] != 4 * s:
                 continue

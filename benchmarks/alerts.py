@@ -53,16 +53,30 @@ from psycopg import sql  # noqa: E402
 from psycopg_pool import ConnectionPool  # noqa: E402
 
 from alerts.engine import AlertEngine  # noqa: E402
-from alerts.quality import EXPECTED_RULE, FiredAlert, TruthFault, TypeScore, score  # noqa: E402
+from alerts.quality import (  # noqa: E402
+    EXPECTED_RULE,
+    FiredAlert,
+    TruthFault,
+    TypeScore,
+    score,
+    score_anomalies,
+)
 from alerts.rules import GroupRule, RuleHolder, RuleSet, ThresholdRule  # noqa: E402
 from cityops import catalog, registry  # noqa: E402
 from cityops.batch import CommittedBatch, KindBatch, StatusChange  # noqa: E402
 from cityops.catalog import Kind  # noqa: E402
 from cityops.db import migrate  # noqa: E402
 from cityops.schedule import HeatingCalendar, LightingSchedule  # noqa: E402
-from cityops.settings import ScheduleSettings, StorageSettings  # noqa: E402
+from cityops.settings import (  # noqa: E402
+    DatabaseSettings,
+    ScheduleSettings,
+    Settings,
+    StorageSettings,
+)
 from simulators import messages, scenario  # noqa: E402
 from simulators.engine import Simulation, TickOutput  # noqa: E402
+from simulators.shapes import SHAPES  # noqa: E402
+from stream.live import LiveRates  # noqa: E402
 
 # A December day from 08:00 Beijing time: daylight, then a whole night, in the heating season.
 DAY_START = datetime(2025, 12, 10, 0, tzinfo=UTC)
@@ -188,6 +202,7 @@ class GroundTruthRun:
     eval_s: float = 0.0
     decode_s: float = 0.0
     holds: dict[str, int] = field(default_factory=dict)  # AlertEngine.hold_counts
+    anomalies: dict[str, Any] = field(default_factory=dict)  # quality.score_anomalies
 
 
 def _effect_end(sim: Simulation, params: Mapping[str, Any]) -> datetime | None:
@@ -219,6 +234,9 @@ def truth_of(sim: Simulation) -> list[TruthFault]:
 # effect lasts (a repaired room stays cold for hours; the simulation records when it recovers).
 # Every other fault is detectable if it outlasts its rule's ``for`` by more than one tick.
 SLOW_FAULTS = ("cold_room", "supply_failure")
+# Anomaly shapes are scored per kind by quality.score_anomalies (the run's ``anomalies``); the
+# heating flatline is both an old fault type and a shape: only the shape-planned ones count there.
+SHAPE_TYPES = frozenset(t.value for t in SHAPES) - {"flatline"}
 TICK = timedelta(minutes=1)
 
 
@@ -293,6 +311,7 @@ def replay(
     fault_rate: float,
     start: datetime = DAY_START,
     duration: timedelta = timedelta(days=1),
+    shape_rate: float = 0.0,
 ) -> GroundTruthRun:
     """Run a simulated pilot with faults through an alert engine in simulated time; score it.
 
@@ -305,6 +324,8 @@ def replay(
         start=start,
         duration=duration,
         fault_rate=fault_rate,
+        shape_rate=shape_rate,
+        shape_after=timedelta(days=1),
     )
     with psycopg.connect(dsn, options="-c TimeZone=UTC") as conn:
         report = registry.import_devices(conn, scenario.registry_records(sim.scenario), "bench")
@@ -316,6 +337,10 @@ def replay(
         dsn, min_size=1, max_size=2, open=True, kwargs={"options": "-c TimeZone=UTC"}
     )
     rules = RuleHolder()
+    # The stream core runs before the engine, as in `cityops ingest`: it scores every reading
+    # for the anomaly rules (and keeps the rates the aggregate rules read).
+    live_conn = psycopg.connect(dsn, autocommit=True, options="-c TimeZone=UTC")
+    live = LiveRates.from_db(Settings(db=DatabaseSettings(dsn=dsn)), live_conn)
     watched = {d for f in sim.faults if f.fault_type.value in SLOW_FAULTS for d in f.device_ids}
     series: dict[str, list[tuple[int, float]]] = {d: [] for d in watched}
     readings = 0
@@ -336,6 +361,7 @@ def replay(
             _watch(batch, series)
             readings += batch.reading_count
             clock.now = batch.committed_at
+            live.on_batch(batch)
             t0 = time.perf_counter()
             engine.process_batch(batch)
             eval_s += time.perf_counter() - t0
@@ -345,11 +371,34 @@ def replay(
         holds = dict(engine.hold_counts)
     finally:
         pool.close()
-    faults = [replace(f, detectable=_detectable(f, rules.rules, series)) for f in truth_of(sim)]
+        live_conn.close()
+    truth = truth_of(sim)
+    faults = [
+        replace(f, detectable=_detectable(f, rules.rules, series))
+        for f in truth
+        if f.fault_type not in SHAPE_TYPES
+    ]
+    shape_faults = [
+        (
+            sim.faults[i].kind.value,
+            replace(f, detectable=int(sim.faults[i].params.get("readings", 0)) > 0),
+        )
+        for i, f in enumerate(truth)
+        if "shape" in sim.faults[i].params
+    ]
     return GroundTruthRun(
         faults=faults,
         fired=fired,
         scores=score(faults, fired),
+        anomalies=score_anomalies(
+            shape_faults,
+            fired,
+            sensors={
+                k.value: [str(d) for d in t.device_id.tolist()]
+                for k, t in sim.scenario.tables.items()
+            },
+            days=duration.total_seconds() / 86_400,
+        ),
         readings=readings,
         eval_s=eval_s,
         decode_s=decode_s,

@@ -1,7 +1,8 @@
 """Device affinity without broker support: each worker keeps the areas of its partition.
 
 Mosquitto's shared subscriptions hand messages round-robin, so per-sensor state (the stream
-core's SensorState, the alert engine's EWMA and ``for`` timers) would be split between workers.
+core's SensorState and anomaly detector, the alert engine's ``for`` timers) would be split
+between workers.
 With ``ingest.partitions = N`` every worker receives every message (worker i subscribes in its
 own group ``$share/<group>-<i>/...``) and keeps only what belongs to partition i; the rest is
 acknowledged unwritten because the owning worker writes it. The partition key is a device's

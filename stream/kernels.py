@@ -381,26 +381,25 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
             last_ts[d] = t
             continue
         n = count[d]
-        sl = slots[d, s]
-        if sl[SLOT_COUNT] == 0.0 and carry and n > 0:
-            prev = slots[d, last_slot[d]]
-            sl[SLOT_MEAN] = prev[SLOT_MEAN]
-            sl[SLOT_VAR] = prev[SLOT_VAR]
-            sl[SLOT_SAME] = prev[SLOT_SAME]
-            sl[SLOT_COUNT] = 1.0
+        if slots[d, s, SLOT_COUNT] == 0.0 and carry and n > 0:
+            ps = last_slot[d]
+            slots[d, s, SLOT_MEAN] = slots[d, ps, SLOT_MEAN]
+            slots[d, s, SLOT_VAR] = slots[d, ps, SLOT_VAR]
+            slots[d, s, SLOT_SAME] = slots[d, ps, SLOT_SAME]
+            slots[d, s, SLOT_COUNT] = 1.0
         repeat = n > 0 and abs(x - last_val[d]) <= eps
-        entered = s == reseed and n > 0 and s != last_slot[d] and sl[SLOT_COUNT] > 0.0
+        entered = s == reseed and n > 0 and s != last_slot[d] and slots[d, s, SLOT_COUNT] > 0.0
         if entered:
-            sl[SLOT_MEAN] = x
+            slots[d, s, SLOT_MEAN] = x
             surprise[d] = 0.0
         if not carry and n > 0 and s != last_slot[d]:
             # the short-term spread restarts from the new state's usual one
             rel = rel_floor * x
-            fvar[d] = max(np.float64(sl[SLOT_VAR]), floor2, rel * rel)
-        if sl[SLOT_COUNT] > 0.0 and not entered:
-            mean = np.float64(sl[SLOT_MEAN])
-            slot_var = np.float64(sl[SLOT_VAR])
-            same = np.float64(sl[SLOT_SAME])
+            fvar[d] = max(np.float64(slots[d, s, SLOT_VAR]), floor2, rel * rel)
+        if slots[d, s, SLOT_COUNT] > 0.0 and not entered:
+            mean = np.float64(slots[d, s, SLOT_MEAN])
+            slot_var = np.float64(slots[d, s, SLOT_VAR])
+            same = np.float64(slots[d, s, SLOT_SAME])
             pred = level[d] + mean
             resid = x - pred
             rel = rel_floor * pred
@@ -412,7 +411,7 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
             else:
                 surprise[d] = 0.0
             fv = (1.0 - fast_alpha) * fvar[d] + fast_alpha * resid * resid
-            k = np.float64(sl[SLOT_COUNT]) + 1.0
+            k = np.float64(slots[d, s, SLOT_COUNT]) + 1.0
             if carry:
                 judged = n >= warmup and t - start_ts[d] >= season_warmup_ms
             else:
@@ -441,19 +440,19 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
             if carry:
                 level[d] += max(1.0 / (n + 1.0), 1.0 / level_memory) * rc
             a_s = max(1.0 / k, 1.0 / slot_memory)
-            sl[SLOT_MEAN] = mean + a_s * rc
-            sl[SLOT_VAR] = slot_var + max(1.0 / k, 1.0 / memory) * (rc * rc - slot_var)
-            sl[SLOT_SAME] = same + a_s * ((1.0 if repeat else 0.0) - same)
-            sl[SLOT_COUNT] = min(k, 1e9)
+            slots[d, s, SLOT_MEAN] = mean + a_s * rc
+            slots[d, s, SLOT_VAR] = slot_var + max(1.0 / k, 1.0 / memory) * (rc * rc - slot_var)
+            slots[d, s, SLOT_SAME] = same + a_s * ((1.0 if repeat else 0.0) - same)
+            slots[d, s, SLOT_COUNT] = min(k, 1e9)
         elif not entered:
             if carry:  # the sensor's first reading: the level starts here, the shape at 0
                 level[d] = x
-                sl[SLOT_MEAN] = 0.0
+                slots[d, s, SLOT_MEAN] = 0.0
             else:
-                sl[SLOT_MEAN] = x
-            sl[SLOT_VAR] = 0.0
-            sl[SLOT_SAME] = 0.5
-            sl[SLOT_COUNT] = 1.0
+                slots[d, s, SLOT_MEAN] = x
+            slots[d, s, SLOT_VAR] = 0.0
+            slots[d, s, SLOT_SAME] = 0.5
+            slots[d, s, SLOT_COUNT] = 1.0
             if n == 0:
                 var[d] = 0.0
                 fvar[d] = 0.0

@@ -101,6 +101,17 @@ def simulate(  # noqa: PLR0915 -- the run command wires every option; split when
     faults: Annotated[
         float, typer.Option("--faults", help="Faults per device per simulated day (0: none).")
     ] = 0.02,
+    shapes: Annotated[
+        float,
+        typer.Option(
+            "--shapes",
+            help="Anomaly shapes (spike, step, drift, flatline, stuck, noisy) per device per "
+            "simulated day, from --shapes-after on (0: none).",
+        ),
+    ] = 0.0,
+    shapes_after: Annotated[
+        str, typer.Option(help="Inject shapes only after this much simulated time (learning).")
+    ] = "1d",
     truth: Annotated[
         Path | None, typer.Option(help="Ground-truth JSON Lines file (default sim-truth-*.jsonl).")
     ] = None,
@@ -145,6 +156,8 @@ def simulate(  # noqa: PLR0915 -- the run command wires every option; split when
         start=begin,
         duration=span,
         fault_rate=faults,
+        shape_rate=shapes,
+        shape_after=parse_duration(shapes_after),
         schedule=settings.schedule,
         timezone=settings.timezone,
     )

@@ -62,6 +62,20 @@ def test_defaults_cover_every_kind_and_rule_type() -> None:
             "rules[0] 'a': clear: must be at or above value",
         ),
         (
+            " - name: a\n   type: anomaly\n   kind: heating\n   field: temperature_c\n"
+            "   score: 7\n   clear: 7\n",
+            "rules[0] 'a': clear: must be below score",
+        ),
+        (
+            " - name: a\n   type: anomaly\n   kind: heating\n   field: humidity_pct\n   score: 7\n",
+            "the stream core scores 'temperature_c' of a heating, not 'humidity_pct'",
+        ),
+        (
+            " - name: a\n   type: anomaly\n   kind: heating\n   field: temperature_c\n"
+            "   score: 7\n   samples: 3\n",
+            "samples",
+        ),
+        (
             " - name: a\n   type: state\n   kind: charger\n   field: status\n   values: [Broken]\n",
             "rules[0] 'a': values: ['Broken'] not allowed",
         ),

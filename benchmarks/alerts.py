@@ -234,6 +234,8 @@ def truth_of(sim: Simulation) -> list[TruthFault]:
 # effect lasts (a repaired room stays cold for hours; the simulation records when it recovers).
 # Every other fault is detectable if it outlasts its rule's ``for`` by more than one tick.
 SLOW_FAULTS = ("cold_room", "supply_failure")
+# Shapes start once every detector has warmed up (a room's takes 25 h: every hour seen once).
+SHAPES_AFTER = timedelta(hours=26)
 # Anomaly shapes are scored per kind by quality.score_anomalies (the run's ``anomalies``); the
 # heating flatline is both an old fault type and a shape: only the shape-planned ones count there.
 SHAPE_TYPES = frozenset(t.value for t in SHAPES) - {"flatline"}
@@ -325,7 +327,7 @@ def replay(
         duration=duration,
         fault_rate=fault_rate,
         shape_rate=shape_rate,
-        shape_after=timedelta(days=1),
+        shape_after=SHAPES_AFTER,
     )
     with psycopg.connect(dsn, options="-c TimeZone=UTC") as conn:
         report = registry.import_devices(conn, scenario.registry_records(sim.scenario), "bench")

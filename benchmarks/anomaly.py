@@ -76,6 +76,8 @@ from stream.state import SensorState  # noqa: E402
 START = datetime(2025, 12, 8, 0, tzinfo=UTC)  # heating season; lamps switch every evening
 FIRE, CLEAR, HOLD_MS = 7.0, 3.5, 3_600_000
 KINDS = (Kind.STREETLIGHT, Kind.HEATING, Kind.CHARGER)
+# Shapes start once every detector has warmed up (a room's takes 25 h: every hour seen once).
+SHAPES_AFTER = timedelta(hours=26)
 
 
 def quiet_logs() -> None:
@@ -107,7 +109,7 @@ def rules_file(workdir: Path) -> Path:
 
 
 def build_sim(devices: int, days: int, seed: int, shape_rate: float) -> Simulation:
-    """Lamps, rooms and connectors; shapes injected after the first (learning) day."""
+    """Lamps, rooms and connectors; shapes injected once the detectors have learnt."""
     lamps = devices * 3 // 8
     spec = scenario.ScenarioSpec(
         name="anomaly",
@@ -123,7 +125,7 @@ def build_sim(devices: int, days: int, seed: int, shape_rate: float) -> Simulati
         duration=timedelta(days=days),
         fault_rate=0.0,
         shape_rate=shape_rate,
-        shape_after=timedelta(days=1),
+        shape_after=SHAPES_AFTER,
     )
 
 

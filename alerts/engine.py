@@ -44,6 +44,7 @@ from alerts.rules import (
 from cityops import catalog
 from cityops.batch import CommittedBatch, KindBatch, StatusChange
 from cityops.catalog import Kind, PowerState, ScheduleClass
+from cityops.clock import now as process_now
 from cityops.schedule import HeatingCalendar, LightingSchedule
 
 log = structlog.get_logger(__name__)
@@ -59,6 +60,52 @@ ANOMALY_WARMUP = 10
 
 def _ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+# An area's hour enters an aggregate rule only when at least this share of it was observed
+# (the metric's coverage metric, else any readings at all): an hour without data is no rate of 0.
+AGGREGATE_MIN_COVERAGE = 0.5
+COVERAGE_METRIC = {
+    "lighting_rate": "lighting_coverage",
+    "lighting_snapshot": "lighting_snapshot_coverage",
+    "room_temp_compliance": "room_temp_coverage",
+}
+
+
+def _hour_floor(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def _hour_ceil(ts: datetime) -> datetime:
+    floor = _hour_floor(ts)
+    return floor if floor == ts else floor + timedelta(hours=1)
+
+
+def _covered_sums(
+    rows: Iterable[tuple[Any, ...]], metric: str, coverage: str | None
+) -> dict[str, tuple[float, float]]:
+    """Per area, the metric's numerator and denominator summed over its well-covered hours.
+
+    ``rows`` are ``(area, hour, metric, numerator, denominator, samples)`` of ``metric`` and,
+    if it has one, its ``coverage`` metric.
+    """
+    cover: dict[tuple[str, datetime], float] = {}
+    values: dict[tuple[str, datetime], tuple[float, float, int]] = {}
+    for area, hour, name, num, den, samples in rows:
+        if name == metric:
+            values[(area, hour)] = (float(num), float(den), int(samples or 0))
+        elif den:
+            cover[(area, hour)] = float(num) / float(den)
+    sums: dict[str, tuple[float, float]] = {}
+    for (area, hour), (num, den, samples) in values.items():
+        seen = cover.get((area, hour)) if coverage else None
+        if seen is None:
+            seen = 1.0 if samples > 0 else 0.0
+        if seen < AGGREGATE_MIN_COVERAGE:
+            continue
+        n, d = sums.get(area, (0.0, 0.0))
+        sums[area] = (n + num, d + den)
+    return sums
 
 
 def _observe_threshold(rule: ThresholdRule, x: float) -> tuple[Observation | None, Any]:
@@ -139,7 +186,7 @@ class AlertEngine:
         schedule: LightingSchedule,
         calendar: HeatingCalendar,
         notify: Notify | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = process_now,
         case_severities: Iterable[Severity] = (Severity.CRITICAL, Severity.WARNING),
         flap_count: int = 4,
         flap_window: timedelta = timedelta(hours=1),
@@ -426,22 +473,36 @@ class AlertEngine:
             if not isinstance(rule, AggregateRule):
                 continue
             # Complete hours only: an hour in progress has its whole scheduled denominator
-            # but only the minutes so far in its numerator, so it would read as an outage.
-            until = now.replace(minute=0, second=0, microsecond=0)
-            since = (now - rule.window).replace(minute=0, second=0, microsecond=0)
+            # but only the minutes so far in its numerator, so it would read as an outage. An
+            # hour counts as complete one reporting interval after its end (its last reports
+            # have arrived), and only hours this engine saw from their start: the first hour
+            # of a fresh start (or of a restart) has no lamp state for its first minutes.
+            grace = timedelta(
+                seconds=catalog.KINDS[rule.kind].typical_interval_s if rule.kind else 300
+            )
+            until = _hour_floor(now - grace)
+            since = max(_hour_floor(now - grace - rule.window), _hour_ceil(self.started_at + grace))
+            if since >= until:
+                continue
+            coverage = COVERAGE_METRIC.get(rule.metric)
             rows = conn.execute(
-                "SELECT area_code, sum(numerator), sum(denominator) FROM rates_hourly "
-                "WHERE kind = %s AND metric = %s AND hour >= %s AND hour < %s "
-                "GROUP BY area_code",
-                (rule.kind.value if rule.kind else None, rule.metric, since, until),
+                "SELECT area_code, hour, metric, numerator, denominator, samples "
+                "FROM rates_hourly WHERE kind = %s AND metric = ANY(%s) "
+                "AND hour >= %s AND hour < %s",
+                (
+                    rule.kind.value if rule.kind else None,
+                    [rule.metric, coverage] if coverage else [rule.metric],
+                    since,
+                    until,
+                ),
             ).fetchall()
-            for area, num, den in rows:
+            for area, (num, den) in _covered_sums(rows, rule.metric, coverage).items():
                 if not self._owned(area):
                     continue
                 labels = {"kind": rule.kind.value if rule.kind else "", "area_code": area}
-                if den is None or den < max(rule.min_denominator, 1e-12):
+                if den < max(rule.min_denominator, 1e-12):
                     continue
-                rate = float(num) / float(den)
+                rate = num / den
                 obs = Observation.BREACH if rate < rule.below else Observation.CLEAR
                 out += self.lifecycle.observe(
                     rule.name, labels, obs, now, rule.for_, round(rate, 4)

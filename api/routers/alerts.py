@@ -6,7 +6,7 @@ actor recorded in the history is the API key's name.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -169,7 +169,9 @@ def get_alert(_: Viewer, conn: ConnDep, alert_id: AlertId) -> AlertDetail:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    from cityops import clock
+
+    return clock.now()
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertDetail)

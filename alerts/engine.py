@@ -65,6 +65,7 @@ def _ms_to_dt(ms: int) -> datetime:
 # An area's hour enters an aggregate rule only when at least this share of it was observed
 # (the metric's coverage metric, else any readings at all): an hour without data is no rate of 0.
 AGGREGATE_MIN_COVERAGE = 0.5
+AGGREGATE_GRACE = timedelta(minutes=1)
 COVERAGE_METRIC = {
     "lighting_rate": "lighting_coverage",
     "lighting_snapshot": "lighting_snapshot_coverage",
@@ -76,18 +77,13 @@ def _hour_floor(ts: datetime) -> datetime:
     return ts.replace(minute=0, second=0, microsecond=0)
 
 
-def _hour_ceil(ts: datetime) -> datetime:
-    floor = _hour_floor(ts)
-    return floor if floor == ts else floor + timedelta(hours=1)
-
-
 def _covered_sums(
-    rows: Iterable[tuple[Any, ...]], metric: str, coverage: str | None
+    rows: Iterable[tuple[Any, ...]], metric: str, coverage: str | None, skip: datetime
 ) -> dict[str, tuple[float, float]]:
     """Per area, the metric's numerator and denominator summed over its well-covered hours.
 
     ``rows`` are ``(area, hour, metric, numerator, denominator, samples)`` of ``metric`` and,
-    if it has one, its ``coverage`` metric.
+    if it has one, its ``coverage`` metric; the hour ``skip`` is left out.
     """
     cover: dict[tuple[str, datetime], float] = {}
     values: dict[tuple[str, datetime], tuple[float, float, int]] = {}
@@ -98,6 +94,8 @@ def _covered_sums(
             cover[(area, hour)] = float(num) / float(den)
     sums: dict[str, tuple[float, float]] = {}
     for (area, hour), (num, den, samples) in values.items():
+        if hour == skip:
+            continue
         seen = cover.get((area, hour)) if coverage else None
         if seen is None:
             seen = 1.0 if samples > 0 else 0.0
@@ -474,14 +472,13 @@ class AlertEngine:
                 continue
             # Complete hours only: an hour in progress has its whole scheduled denominator
             # but only the minutes so far in its numerator, so it would read as an outage. An
-            # hour counts as complete one reporting interval after its end (its last reports
-            # have arrived), and only hours this engine saw from their start: the first hour
-            # of a fresh start (or of a restart) has no lamp state for its first minutes.
-            grace = timedelta(
-                seconds=catalog.KINDS[rule.kind].typical_interval_s if rule.kind else 300
-            )
-            until = _hour_floor(now - grace)
-            since = max(_hour_floor(now - grace - rule.window), _hour_ceil(self.started_at + grace))
+            # hour counts as complete a minute after its end (the stream core has written its
+            # last readings), and the hour in which this engine started is skipped: nothing
+            # saw its beginning (a fresh start has no lamp state for its first minutes, a
+            # restart a gap). Hours without enough coverage are skipped in _covered_sums.
+            until = _hour_floor(now - AGGREGATE_GRACE)
+            since = _hour_floor(now - AGGREGATE_GRACE - rule.window)
+            skip = _hour_floor(self.started_at)
             if since >= until:
                 continue
             coverage = COVERAGE_METRIC.get(rule.metric)
@@ -496,7 +493,7 @@ class AlertEngine:
                     until,
                 ),
             ).fetchall()
-            for area, (num, den) in _covered_sums(rows, rule.metric, coverage).items():
+            for area, (num, den) in _covered_sums(rows, rule.metric, coverage, skip).items():
                 if not self._owned(area):
                     continue
                 labels = {"kind": rule.kind.value if rule.kind else "", "area_code": area}

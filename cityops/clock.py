@@ -62,6 +62,11 @@ class SimulatedClock:
         with self._lock:
             self._now_ms = max(self._now_ms, min(t_ms, self._released_ms))
 
+    def sent_ms(self) -> int:
+        """How far the simulator has sent: the simulated instant a message arriving now left."""
+        with self._lock:
+            return self._released_ms
+
     def now_ms(self) -> int:
         """The current simulated instant, epoch milliseconds."""
         with self._lock:
@@ -107,6 +112,19 @@ def now_ms() -> int:
     if isinstance(clock, WallClock):
         return _time.time_ns() // 1_000_000
     return int(clock.now().timestamp() * 1000)
+
+
+def receive_ms() -> int:
+    """The receive time to stamp on a message arriving now, epoch milliseconds.
+
+    The wall clock in production. In simulated time the instant the simulator has sent up to:
+    a message is received when it was sent, not when a lagging ingest got round to it, so a
+    busy machine does not stretch the gaps between a device's receive times.
+    """
+    clock = _current
+    if isinstance(clock, SimulatedClock):
+        return clock.sent_ms()
+    return now_ms()
 
 
 def seconds() -> float:

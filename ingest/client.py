@@ -244,6 +244,6 @@ class MqttSource:
                 msg.qos,
                 self._generation,
                 # receive time from the process clock (simulated time in the demo)
-                clock.now_ms(),
+                clock.receive_ms(),
             )
         )

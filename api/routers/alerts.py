@@ -46,6 +46,12 @@ class Alert(BaseModel):
     assigned_to: str | None
     flapping: bool
     case_id: int | None
+    fingerprint: str = Field(default="", description="Identity of the alert (rule and labels).")
+    inhibited_by: str | None = Field(
+        default=None,
+        description="Fingerprint of the firing group alert (e.g. a dark cabinet) that covers "
+        "this member alert: it is not notified on its own.",
+    )
 
 
 class AlertEvent(BaseModel):

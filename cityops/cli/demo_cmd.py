@@ -433,7 +433,20 @@ class _SimulatorThread:
         )
         direct, gateways = runner.device_list(self.sim)
         self._publisher.connect(direct, gateways)
+        self._store_truth()
         self._thread.start()
+
+    def _store_truth(self) -> None:
+        """The injected faults into ``sim_ground_truth``: what the alerts can be counted against."""
+        from cityops.db import pool
+        from simulators import faults
+
+        run_id = f"demo-{self.sim.start_ms}"
+        try:
+            with pool.connect(self.settings.db) as conn:
+                faults.store_ground_truth(conn, run_id, self.sim.faults)
+        except Exception:  # the demo runs without it
+            log.exception("demo_ground_truth_failed")
 
     def _run(self) -> None:
         from simulators import runner

@@ -570,6 +570,8 @@ def demo(
             shutil.rmtree(root)
         if data_dir is None:
             root.mkdir(mode=0o755, exist_ok=True)
+            if root.stat().st_uid != os.geteuid():  # a shared /tmp: never another user's folder
+                raise ConfigError(f"{root} belongs to another user: choose --data-dir")
             root.chmod(0o755)  # the unprivileged PostgreSQL account must traverse it
         try:
             settings = _start_services(settings, root, stack)

@@ -86,3 +86,20 @@ def test_alert_list_counts_pages_and_nests_inhibited_members(
     assert page.is_disabled("#alert-next")
     page.click("#alert-prev")
     expect(page.locator("#alert-page")).to_have_text("page 12 of 13")
+    assert page.is_visible("#alert-pager")
+
+
+def test_one_page_of_alerts_has_no_pager(
+    browser: Browser,  # noqa: F811
+    migrated_db: str,
+    keys: Keys,
+) -> None:
+    seed_devices(migrated_db)
+    seed_alert(migrated_db)
+    live = start_server(settings_for(migrated_db))
+    try:
+        page = _open(browser, live.url + "/", keys.duty)
+        expect(page.locator("#alert-count")).to_have_text("1 firing", timeout=WAIT_MS)
+        assert not page.is_visible("#alert-pager")
+    finally:
+        stop_server(live)

@@ -44,6 +44,7 @@ from alerts.rules import (
 from cityops import catalog
 from cityops.batch import CAUSES, AnomalyScores, CommittedBatch, KindBatch, StatusChange
 from cityops.catalog import Kind, PowerState, ScheduleClass
+from cityops.clock import now as process_now
 from cityops.schedule import HeatingCalendar, LightingSchedule
 
 log = structlog.get_logger(__name__)
@@ -56,6 +57,50 @@ _OFF_CODE = (_POWER.allowed or ()).index(PowerState.OFF.value) if _POWER else -1
 
 def _ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+# An area's hour enters an aggregate rule only when at least this share of it was observed
+# (the metric's coverage metric, else any readings at all): an hour without data is no rate of 0.
+AGGREGATE_MIN_COVERAGE = 0.5
+AGGREGATE_GRACE = timedelta(minutes=1)
+COVERAGE_METRIC = {
+    "lighting_rate": "lighting_coverage",
+    "lighting_snapshot": "lighting_snapshot_coverage",
+    "room_temp_compliance": "room_temp_coverage",
+}
+
+
+def _hour_floor(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def _covered_sums(
+    rows: Iterable[tuple[Any, ...]], metric: str, coverage: str | None, skip: datetime
+) -> dict[str, tuple[float, float]]:
+    """Per area, the metric's numerator and denominator summed over its well-covered hours.
+
+    ``rows`` are ``(area, hour, metric, numerator, denominator, samples)`` of ``metric`` and,
+    if it has one, its ``coverage`` metric; the hour ``skip`` is left out.
+    """
+    cover: dict[tuple[str, datetime], float] = {}
+    values: dict[tuple[str, datetime], tuple[float, float, int]] = {}
+    for area, hour, name, num, den, samples in rows:
+        if name == metric:
+            values[(area, hour)] = (float(num), float(den), int(samples or 0))
+        elif den:
+            cover[(area, hour)] = float(num) / float(den)
+    sums: dict[str, tuple[float, float]] = {}
+    for (area, hour), (num, den, samples) in values.items():
+        if hour == skip:
+            continue
+        seen = cover.get((area, hour)) if coverage else None
+        if seen is None:
+            seen = 1.0 if samples > 0 else 0.0
+        if seen < AGGREGATE_MIN_COVERAGE:
+            continue
+        n, d = sums.get(area, (0.0, 0.0))
+        sums[area] = (n + num, d + den)
+    return sums
 
 
 def _observe_threshold(rule: ThresholdRule, x: float) -> tuple[Observation | None, Any]:
@@ -128,7 +173,7 @@ class AlertEngine:
         schedule: LightingSchedule,
         calendar: HeatingCalendar,
         notify: Notify | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = process_now,
         case_severities: Iterable[Severity] = (Severity.CRITICAL, Severity.WARNING),
         flap_count: int = 4,
         flap_window: timedelta = timedelta(hours=1),
@@ -435,22 +480,35 @@ class AlertEngine:
             if not isinstance(rule, AggregateRule):
                 continue
             # Complete hours only: an hour in progress has its whole scheduled denominator
-            # but only the minutes so far in its numerator, so it would read as an outage.
-            until = now.replace(minute=0, second=0, microsecond=0)
-            since = (now - rule.window).replace(minute=0, second=0, microsecond=0)
+            # but only the minutes so far in its numerator, so it would read as an outage. An
+            # hour counts as complete a minute after its end (the stream core has written its
+            # last readings), and the hour in which this engine started is skipped: nothing
+            # saw its beginning (a fresh start has no lamp state for its first minutes, a
+            # restart a gap). Hours without enough coverage are skipped in _covered_sums.
+            until = _hour_floor(now - AGGREGATE_GRACE)
+            since = _hour_floor(now - AGGREGATE_GRACE - rule.window)
+            skip = _hour_floor(self.started_at)
+            if since >= until:
+                continue
+            coverage = COVERAGE_METRIC.get(rule.metric)
             rows = conn.execute(
-                "SELECT area_code, sum(numerator), sum(denominator) FROM rates_hourly "
-                "WHERE kind = %s AND metric = %s AND hour >= %s AND hour < %s "
-                "GROUP BY area_code",
-                (rule.kind.value if rule.kind else None, rule.metric, since, until),
+                "SELECT area_code, hour, metric, numerator, denominator, samples "
+                "FROM rates_hourly WHERE kind = %s AND metric = ANY(%s) "
+                "AND hour >= %s AND hour < %s",
+                (
+                    rule.kind.value if rule.kind else None,
+                    [rule.metric, coverage] if coverage else [rule.metric],
+                    since,
+                    until,
+                ),
             ).fetchall()
-            for area, num, den in rows:
+            for area, (num, den) in _covered_sums(rows, rule.metric, coverage, skip).items():
                 if not self._owned(area):
                     continue
                 labels = {"kind": rule.kind.value if rule.kind else "", "area_code": area}
-                if den is None or den < max(rule.min_denominator, 1e-12):
+                if den < max(rule.min_denominator, 1e-12):
                     continue
-                rate = float(num) / float(den)
+                rate = num / den
                 obs = Observation.BREACH if rate < rule.below else Observation.CLEAR
                 out += self.lifecycle.observe(
                     rule.name, labels, obs, now, rule.for_, round(rate, 4)

@@ -202,6 +202,9 @@ class AlertRow:
     assigned_to: str | None
     flapping: bool
     case_id: int | None
+    fingerprint: str = ""
+    # The fingerprint of the firing group alert that covers this member alert, if any.
+    inhibited_by: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -216,7 +219,8 @@ class AlertEventRow:
 
 LIST_SQL = """
 SELECT id, rule, severity, state, kind, area_code, device_id, summary, labels, started_at,
-       fired_at, resolved_at, acked_by, acked_at, assigned_to, flapping, case_id
+       fired_at, resolved_at, acked_by, acked_at, assigned_to, flapping, case_id,
+       fingerprint, inhibited_by
 FROM alerts
 WHERE (%(state)s::text IS NULL OR state = %(state)s)
   AND (%(open)s IS FALSE OR state <> 'resolved')

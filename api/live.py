@@ -60,7 +60,8 @@ ALERT_EVENTS_SQL = """
 SELECT e.id, e.alert_id, e.at, e.event, e.actor, e.detail,
        a.rule, a.kind, a.severity, a.state, a.area_code, a.device_id, a.summary, a.labels,
        a.started_at, a.fired_at, a.resolved_at, a.acked_by, a.acked_at, a.assigned_to,
-       a.case_id, a.flapping, a.silenced_by IS NOT NULL AS silenced
+       a.case_id, a.flapping, a.silenced_by IS NOT NULL AS silenced,
+       a.fingerprint, a.inhibited_by
 FROM alert_events e JOIN alerts a ON a.id = e.alert_id
 WHERE e.id > %(after)s
 ORDER BY e.id
@@ -266,6 +267,8 @@ def alert_event(row: Mapping[str, Any]) -> LiveEvent:
             "case_id": row["case_id"],
             "flapping": row["flapping"],
             "silenced": row["silenced"],
+            "fingerprint": row.get("fingerprint", ""),
+            "inhibited_by": row.get("inhibited_by"),
         },
     }
     return LiveEvent(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Collection, Iterable, Mapping
 
 from cityops import catalog
 
@@ -67,3 +68,90 @@ def render_markdown() -> str:
     out.extend(_table(catalog.AREA_FIELDS))
     out.append("")
     return "\n".join(out)
+
+
+# --- the docs' examples against the catalog ----------------------------------------------------
+
+_FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+_INLINE = re.compile(r"`([^`\n]+)`")
+_ID_PATTERNS = (
+    re.compile(r"[?&]device_id=([^&\s\"'`]+)"),
+    re.compile(r"/devices/([^/?\s\"'`]+)"),
+    re.compile(r"\"device_id\"\s*:\s*\"([^\"]+)\""),
+    re.compile(r"--device(?:-id)?[ =]([^\s\"'`]+)"),
+)
+_FIELD_PATTERNS = (
+    re.compile(r"[?&]fields?=([^&\s\"'`]+)"),
+    re.compile(r"^\s*-?\s*field:\s*([A-Za-z_][\w]*)", re.M),
+    re.compile(r"--fields?[ =]([^\s\"'`]+)"),
+)
+_VALUES = re.compile(r"\"values\"\s*:\s*\{([^{}]*)\}")
+_KEY = re.compile(r"\"([A-Za-z_]\w*)\"\s*:")
+_KIND_PATTERNS = (
+    re.compile(r"[?&]kind=([^&\s\"'`]+)"),
+    re.compile(r"--kind[ =]([^\s\"'`]+)"),
+)
+# Placeholders, not examples: {device_id}, <id>, $DEV, ...
+_PLACEHOLDER = re.compile(r"[{}<>$*…\[\]]|\.\.\.|^x+$", re.I)
+# Paths under /devices/ that are routes, not device ids.
+_ROUTES = frozenset({"import"})
+
+
+def _code_spans(text: str) -> list[tuple[int, str]]:
+    """The fenced blocks and inline code of a Markdown text, each with its first line number."""
+    spans: list[tuple[int, str]] = []
+    rest = text
+    for m in _FENCE.finditer(text):
+        spans.append((text.count("\n", 0, m.start()) + 1, m.group(0)))
+    rest = _FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    for m in _INLINE.finditer(rest):
+        spans.append((rest.count("\n", 0, m.start()) + 1, m.group(1)))
+    return spans
+
+
+def check_examples(texts: Mapping[str, str], known_ids: Collection[str]) -> list[str]:
+    """Problems in the examples of Markdown ``texts`` (name -> text), one message each.
+
+    Device ids in example requests and payloads must be devices of ``known_ids`` (the demo's
+    registry, so every example runs against ``cityops demo``); reading fields must be fields of
+    the catalog and kinds catalog kinds.
+    """
+    ids = frozenset(known_ids)
+    problems: list[str] = []
+    for name, text in texts.items():
+        for first, span in _code_spans(text):
+            for pos, message in _span_problems(span, ids):
+                problems.append(f"{name}:{first + span.count(chr(10), 0, pos)}: {message}")
+    return problems
+
+
+def _span_problems(span: str, known_ids: frozenset[str]) -> list[tuple[int, str]]:
+    """(offset, message) of each bad device id, reading field or kind in one code span."""
+    fields = {f.name for spec in catalog.KINDS.values() for f in spec.readings}
+    kinds = {k.value for k in catalog.KINDS} | {"gateway"}
+    out: list[tuple[int, str]] = []
+    for pattern in _ID_PATTERNS:
+        for m in pattern.finditer(span):
+            value = m.group(1)
+            if not _PLACEHOLDER.search(value) and value not in known_ids | _ROUTES:
+                example = min(known_ids, default="")
+                out.append(
+                    (m.start(), f"device id {value!r} is not a device of the demo's registry "
+                     f"(e.g. {example})")
+                )  # fmt: skip
+    names: list[tuple[int, str]] = []
+    for pattern in _FIELD_PATTERNS:
+        for m in pattern.finditer(span):
+            names += [(m.start(), n) for n in m.group(1).split(",") if n]
+    for m in _VALUES.finditer(span):
+        names += [(m.start(), k) for k in _KEY.findall(m.group(1))]
+    out += [
+        (pos, f"{field!r} is no reading field of the catalog")
+        for pos, field in names
+        if not _PLACEHOLDER.search(field) and field not in fields
+    ]
+    for pattern in _KIND_PATTERNS:
+        for m in pattern.finditer(span):
+            if not _PLACEHOLDER.search(m.group(1)) and m.group(1) not in kinds:
+                out.append((m.start(), f"{m.group(1)!r} is no device kind"))
+    return out

@@ -24,6 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from cityops import clock
 from cityops.settings import Settings
 from ingest.batcher import Delivery
 
@@ -246,6 +247,7 @@ class MqttSource:
                 msg.mid,
                 msg.qos,
                 self._generation,
-                time.time_ns() // 1_000_000,
+                # receive time from the process clock (simulated time in the demo)
+                clock.receive_ms(),
             )
         )

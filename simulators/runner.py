@@ -78,8 +78,13 @@ def run(
     speed: float,
     prefix: str,
     on_tick: Callable[[Progress, TickOutput], None] | None = None,
+    release: Callable[[int], None] | None = None,
 ) -> Progress:
-    """Run ``sim`` to its end, releasing each tick when simulated time is due at ``speed``."""
+    """Run ``sim`` to its end, releasing each tick when simulated time is due at ``speed``.
+
+    ``release`` (a simulated process clock's, see cityops.clock) is told after each tick's
+    messages are sent that everything before the next tick's instant is out.
+    """
     clock = SimClock(start_ms=sim.start_ms, speed=speed)
     progress = Progress(
         tick=0, ticks=sim.n_ticks, sim_ms=sim.start_ms, messages=0, readings=0, complaints=0,
@@ -93,6 +98,8 @@ def run(
         for message in encode(out, prefix):
             sink.send(message)
             progress.messages += 1
+        if release is not None:
+            release(out.t_ms + sim.tick_ms)
         progress.tick = out.tick + 1
         progress.sim_ms = out.t_ms
         progress.readings += len(out.readings)

@@ -6,7 +6,7 @@ actor recorded in the history is the API key's name.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -46,6 +46,12 @@ class Alert(BaseModel):
     assigned_to: str | None
     flapping: bool
     case_id: int | None
+    fingerprint: str = Field(default="", description="Identity of the alert (rule and labels).")
+    inhibited_by: str | None = Field(
+        default=None,
+        description="Fingerprint of the firing group alert (e.g. a dark cabinet) that covers "
+        "this member alert: it is not notified on its own.",
+    )
 
 
 class AlertEvent(BaseModel):
@@ -169,7 +175,9 @@ def get_alert(_: Viewer, conn: ConnDep, alert_id: AlertId) -> AlertDetail:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    from cityops import clock
+
+    return clock.now()
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertDetail)

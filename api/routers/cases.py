@@ -230,9 +230,9 @@ def move_case(who: Duty, conn: ConnDep, case_id: CaseId, body: TransitionIn) -> 
 
 
 def _now() -> datetime:
-    from datetime import UTC
+    from cityops import clock
 
-    return datetime.now(UTC)
+    return clock.now()
 
 
 # --- complaints -------------------------------------------------------------------------------

@@ -27,6 +27,7 @@
     dots: new Map(), // device id -> circle
     mapTimer: null,
     device: null, // the followed device: {id, source}
+    alertPage: 0, // the page of the alert list shown
   };
 
   function el(tag, attrs, ...children) {
@@ -118,23 +119,62 @@
 
   // --- alerts -----------------------------------------------------------------------------
 
+  // The alert list: firing alerts newest first, ALERT_PAGE top-level rows a page. A member alert
+  // inhibited by a firing group alert (a lamp of a dark cabinet) is listed under that alert,
+  // collapsed and marked, not beside it; the count is every firing alert, members included.
+  const ALERT_PAGE = 100;
+
+  function alertRow(al, inhibited) {
+    const button = el("button", { type: "button", class: "ack", text: al.acked_by ? `acked by ${al.acked_by}` : "Acknowledge" });
+    if (al.acked_by) button.disabled = true;
+    button.addEventListener("click", () => acknowledge(al.id, button));
+    const rule = el("span", { text: al.rule });
+    if (inhibited) rule.append(el("span", { class: "tag inhibited", text: "inhibited", title: "covered by its group alert: not notified on its own" }));
+    return el("li", { "data-alert-id": String(al.id), "data-acked": al.acked_by ? "yes" : "no", "data-inhibited": inhibited ? "yes" : "no" },
+      el("span", { class: `sev sev-${al.severity}`, text: al.severity }),
+      rule,
+      el("span", { text: al.summary || "" }),
+      el("span", { class: "extra muted", text: [al.area_code, al.device_id].filter(Boolean).join(" · ") }),
+      el("span", { class: "extra muted", text: new Date(al.fired_at || al.started_at).toLocaleString() }),
+      button);
+  }
+
   function renderAlerts() {
     const list = $("#alerts");
     list.replaceChildren();
-    const items = [...state.alerts.values()].sort((x, y) => (y.fired_at || y.started_at).localeCompare(x.fired_at || x.started_at));
-    for (const al of items) {
-      const button = el("button", { type: "button", class: "ack", text: al.acked_by ? `acked by ${al.acked_by}` : "Acknowledge" });
-      if (al.acked_by) button.disabled = true;
-      button.addEventListener("click", () => acknowledge(al.id, button));
-      list.append(el("li", { "data-alert-id": String(al.id), "data-acked": al.acked_by ? "yes" : "no" },
-        el("span", { class: `sev sev-${al.severity}`, text: al.severity }),
-        el("span", { text: al.rule }),
-        el("span", { text: al.summary || "" }),
-        el("span", { class: "extra muted", text: [al.area_code, al.device_id].filter(Boolean).join(" · ") }),
-        el("span", { class: "extra muted", text: new Date(al.fired_at || al.started_at).toLocaleString() }),
-        button));
+    const newest = (x, y) => (y.fired_at || y.started_at).localeCompare(x.fired_at || x.started_at);
+    const all = [...state.alerts.values()];
+    const parents = new Set(all.map((al) => al.fingerprint).filter(Boolean));
+    const members = new Map(); // parent fingerprint -> its inhibited member alerts
+    const top = [];
+    for (const al of all) {
+      if (al.inhibited_by && parents.has(al.inhibited_by)) {
+        if (!members.has(al.inhibited_by)) members.set(al.inhibited_by, []);
+        members.get(al.inhibited_by).push(al);
+      } else top.push(al);
     }
-    $("#alert-count").textContent = `${items.length} firing`;
+    top.sort(newest);
+    const pages = Math.max(1, Math.ceil(top.length / ALERT_PAGE));
+    state.alertPage = Math.min(state.alertPage || 0, pages - 1);
+    for (const al of top.slice(state.alertPage * ALERT_PAGE, (state.alertPage + 1) * ALERT_PAGE)) {
+      const row = alertRow(al, Boolean(al.inhibited_by));
+      const under = members.get(al.fingerprint);
+      if (under && under.length) {
+        under.sort(newest);
+        const inner = el("ul", { class: "members" });
+        for (const m of under) inner.append(alertRow(m, true));
+        row.append(el("details", { class: "members", "data-members": String(under.length) },
+          el("summary", { text: `${under.length} inhibited member alert${under.length === 1 ? "" : "s"}` }), inner));
+      }
+      list.append(row);
+    }
+    const inhibited = all.length - top.length;
+    $("#alert-count").textContent = `${all.length} firing` + (inhibited ? ` (${inhibited} inhibited under their group alert)` : "");
+    const pager = $("#alert-pager");
+    pager.hidden = pages <= 1;
+    $("#alert-page").textContent = `page ${state.alertPage + 1} of ${pages}`;
+    $("#alert-prev").disabled = state.alertPage === 0;
+    $("#alert-next").disabled = state.alertPage >= pages - 1;
   }
 
   function setDotState(dot, st) {
@@ -171,9 +211,17 @@
   }
 
   async function loadAlerts() {
-    const page = await api("/alerts?state=firing&limit=1000");
-    state.alerts.clear();
-    for (const al of page.items) state.alerts.set(al.id, al);
+    // Every firing alert, a page of at most 1000 at a time (the API's cap): the count the page
+    // shows is the true one, however many fire. Bounded, so a runaway never hangs the page.
+    const found = new Map();
+    let cursor = null;
+    for (let i = 0; i < 100; i++) {
+      const page = await api("/alerts?state=firing&limit=1000" + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""));
+      for (const al of page.items) found.set(al.id, al);
+      cursor = page.next_cursor;
+      if (!cursor) break;
+    }
+    state.alerts = found;
     renderAlerts();
   }
 
@@ -371,6 +419,8 @@
     start();
   });
   $("#device-close").addEventListener("click", unfollow);
+  $("#alert-prev").addEventListener("click", () => { state.alertPage -= 1; renderAlerts(); });
+  $("#alert-next").addEventListener("click", () => { state.alertPage += 1; renderAlerts(); });
   wireMap();
   $("#show-empty").addEventListener("change", () => {
     for (const snap of state.areas.values()) renderArea(snap);

@@ -33,10 +33,28 @@ def catalog_docs(
             err_console.print(f"{path} is out of date; run `cityops catalog docs`")
             raise typer.Exit(1)
         out.print(f"{path} is current")
+        _check_examples(path.parent)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     out.print(f"wrote {path}")
+
+
+def _check_examples(docs: Path) -> None:
+    """The examples of README.md and docs/*.md name demo devices and catalog fields only."""
+    from cityops.catalog_docs import check_examples
+    from simulators import scenario
+
+    demo = scenario.generate(scenario.scenario_spec("pilot", None), seed=7)
+    ids = {str(d) for t in demo.tables.values() for d in t.device_id.tolist()}
+    files = [docs.parent / "README.md", *sorted(docs.glob("*.md"))]
+    texts = {str(f): f.read_text(encoding="utf-8") for f in files if f.exists()}
+    problems = check_examples(texts, ids)
+    for problem in problems:
+        err_console.print(problem, highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    out.print(f"examples in {len(texts)} documents name catalog devices and fields only")
 
 
 @catalog_app.command("show")

@@ -32,13 +32,17 @@ import structlog
 import typer
 from rich.panel import Panel
 
+from cityops import clock
 from cityops.cli.common import err_console, out, settings_of
+from cityops.clock import SimulatedClock
 from cityops.errors import ConfigError, DatabaseError
 from cityops.settings import DatabaseSettings, LogSettings, MqttSettings, Settings
 
 log = structlog.get_logger(__name__)
 
 DEMO_DB = "cityops"
+# The simulators' tick (simulators.engine.Simulation's default).
+SIM_TICK = timedelta(minutes=1)
 # PostgreSQL refuses to run as root; as root the private server runs as this account.
 UNPRIVILEGED_USER = "nobody"
 # Debian/Ubuntu put mosquitto in sbin, which is not on a normal user's PATH.
@@ -384,14 +388,14 @@ def _prepare_database(settings: Settings, scenario_name: str, seed: int) -> tupl
 class _SimulatorThread:
     """The scenario's simulators publishing over MQTT from a thread, stoppable between ticks."""
 
-    def __init__(self, settings: Settings, scn: Any, *, speed: float, span: timedelta) -> None:
+    def __init__(
+        self, settings: Settings, scn: Any, *, speed: float, span: timedelta, start: datetime
+    ) -> None:
         from simulators.engine import Simulation
 
         self.settings = settings
         self.speed = speed
-        # Start at the top of the previous hour: at the default 10x that hour is complete (full
-        # data coverage, so its rates mean something) six minutes after start-up.
-        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+        self.clock: SimulatedClock | None = None
         self.sim = Simulation(
             scn,
             start=start,
@@ -429,7 +433,20 @@ class _SimulatorThread:
         )
         direct, gateways = runner.device_list(self.sim)
         self._publisher.connect(direct, gateways)
+        self._store_truth()
         self._thread.start()
+
+    def _store_truth(self) -> None:
+        """The injected faults into ``sim_ground_truth``: what the alerts can be counted against."""
+        from cityops.db import pool
+        from simulators import faults
+
+        run_id = f"demo-{self.sim.start_ms}"
+        try:
+            with pool.connect(self.settings.db) as conn:
+                faults.store_ground_truth(conn, run_id, self.sim.faults)
+        except Exception:  # the demo runs without it
+            log.exception("demo_ground_truth_failed")
 
     def _run(self) -> None:
         from simulators import runner
@@ -446,6 +463,7 @@ class _SimulatorThread:
                 speed=self.speed,
                 prefix=self.settings.ingest.topic_root,
                 on_tick=on_tick,
+                release=self.clock.release if self.clock is not None else None,
             )
         except _StopRequestedError:
             pass
@@ -456,8 +474,6 @@ class _SimulatorThread:
             self.done.set()
 
     def stop(self) -> None:
-        from simulators import runner
-
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(15)
@@ -467,8 +483,9 @@ class _SimulatorThread:
             log.warning("demo_simulators_still_running")
             return
         if self._publisher is not None:
-            direct, _ = runner.device_list(self.sim)
-            self._publisher.close(offline=direct, ts_ms=self.sim.end_ms)
+            # No offline status for the devices: stopping the demo is not the devices going
+            # offline, and a restart on the same data resumes where this run stopped.
+            self._publisher.close()
 
 
 @contextlib.contextmanager
@@ -519,10 +536,14 @@ def demo(
     data_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Keep the private database and broker here (default: a temporary folder "
-            "removed on exit)."
+            help="Keep the private database and broker here (default: "
+            "<tmp>/cityops-demo-<user>). It is kept after Ctrl-C; the next run on it resumes "
+            "the simulation."
         ),
     ] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Start over: delete the data dir's contents first.")
+    ] = False,
 ) -> None:
     """Run database, simulators, ingest, stream, alerts and the API together; Ctrl-C stops all."""
     from cityops.cli.simulate_cmd import parse_duration
@@ -543,13 +564,15 @@ def demo(
         configure(settings.log)
     with _signals_raise_interrupt():
         stack = _Stack()
-        temp: Path | None = None
+        root = data_dir or default_data_dir()
+        private_db = not _configured(settings, "db")
+        if fresh and root.exists():
+            shutil.rmtree(root)
         if data_dir is None:
-            temp = Path(tempfile.mkdtemp(prefix="cityops-demo-"))
-            temp.chmod(0o755)  # the unprivileged PostgreSQL account must traverse it
-            stack.push("temporary files", lambda: shutil.rmtree(temp, ignore_errors=True))
-        root = data_dir or temp
-        assert root is not None  # noqa: S101 -- one of the two is set just above
+            root.mkdir(mode=0o755, exist_ok=True)
+            if root.stat().st_uid != os.geteuid():  # a shared /tmp: never another user's folder
+                raise ConfigError(f"{root} belongs to another user: choose --data-dir")
+            root.chmod(0o755)  # the unprivileged PostgreSQL account must traverse it
         try:
             settings = _start_services(settings, root, stack)
             _run(settings, stack, host=host, port=port, scenario_name=scenario_name,
@@ -561,6 +584,12 @@ def demo(
             err_console.print("stopping ...")
             left = stack.close()
     out.print("cityops demo stopped")
+    if private_db:
+        out.print(
+            f"data kept in {root}: `cityops demo` resumes it, `cityops demo --fresh` starts over",
+            highlight=False,
+            soft_wrap=True,
+        )
     if left:
         # A part left behind may hold non-daemon threads that would keep the interpreter from
         # exiting; the private servers are stopped, so end the process here.
@@ -568,6 +597,17 @@ def demo(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def default_data_dir() -> Path:
+    """The demo's kept data folder: under the temporary directory, one per user.
+
+    Under /tmp because, as root, PostgreSQL runs as an unprivileged account that cannot enter
+    root's home.
+    """
+    import getpass
+
+    return Path(tempfile.gettempdir()) / f"cityops-demo-{getpass.getuser()}"
 
 
 def _start_services(settings: Settings, root: Path, stack: _Stack) -> Settings:
@@ -623,9 +663,19 @@ def _run(
         scn, key = _prepare_database(settings, scenario_name, seed)
     out.print(f"registry: {scn.total} simulated devices ({scenario_name}, seed {seed})")
 
+    start, resumed = _start_instant(settings)
+    if resumed:
+        out.print(f"resuming the simulation at {start:%Y-%m-%d %H:%M} UTC (simulated time)")
+    # One clock for the whole process, in simulated time, driven by the simulators and the
+    # committed data (cityops.clock): no-data, for-durations, hour completeness, escalation
+    # and case SLAs are judged in the simulation's time, not the wall clock's.
+    sim_clock = SimulatedClock(start)
+    previous_clock = clock.install(sim_clock)
+    stack.push("clock", lambda: clock.install(previous_clock))
     with err_console.status("starting ingest, stream and alerts ..."):
         ingest = _start_ingest(settings, stack, build_pipeline)
-    sim = _SimulatorThread(settings, scn, speed=speed, span=span)
+    sim = _SimulatorThread(settings, scn, speed=speed, span=span, start=start)
+    sim.clock = sim_clock
     sim.start()
     stack.push("simulators", sim.stop)
 
@@ -681,6 +731,33 @@ def _run(
                 err_console.print(f"simulators failed: {sim.error}")
             else:
                 out.print(f"simulation finished ({sim.messages} messages); Ctrl-C stops the demo")
+
+
+def _start_instant(settings: Settings) -> tuple[datetime, bool]:
+    """Where simulated time starts, and whether that resumes an earlier run on this database.
+
+    A fresh database starts at the top of the previous wall-clock hour. A database with
+    readings (a restart on the same ``--data-dir``) resumes one tick after its newest reading,
+    so the restart carries on as if the demo had not stopped.
+    """
+    from psycopg import sql
+
+    from cityops.catalog import KINDS
+    from cityops.db import pool
+
+    newest: datetime | None = None
+    with pool.connect(settings.db, autocommit=True) as conn:
+        for spec in KINDS.values():
+            row = conn.execute(
+                sql.SQL("SELECT max(ts) FROM {}").format(sql.Identifier(spec.table))
+            ).fetchone()
+            if row and row[0] is not None and (newest is None or row[0] > newest):
+                newest = row[0]
+    if newest is None:
+        return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(
+            hours=1
+        ), False
+    return newest.astimezone(UTC).replace(second=0, microsecond=0) + SIM_TICK, True
 
 
 def _start_ingest(settings: Settings, stack: _Stack, build_pipeline: Callable[..., Any]) -> Any:

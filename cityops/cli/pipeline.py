@@ -10,12 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from prometheus_client import CollectorRegistry
 
-from cityops.batch import BatchConsumer
+from cityops import clock
+from cityops.batch import BatchConsumer, CommittedBatch
 from cityops.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -36,6 +37,31 @@ class Pipeline:
                 stopper()
             except Exception:
                 log.exception("pipeline_stop_failed")
+
+
+class ProcessClock:
+    """The process clock (cityops.clock) as the notifier's ``Clock``, read at each call."""
+
+    def now(self) -> datetime:
+        """The process clock's current instant."""
+        return clock.now()
+
+
+class ClockDriver:
+    """Moves a simulated process clock to the newest reading time of each committed batch.
+
+    The first consumer: the stream core and the alert engine then judge a batch at a "now" that
+    includes it, and silence only once later data arrived without a device.
+    """
+
+    def __init__(self, sim_clock: clock.SimulatedClock) -> None:
+        self.clock = sim_clock
+
+    def on_batch(self, batch: CommittedBatch) -> None:
+        """BatchConsumer: observe the batch's newest reading time."""
+        newest = max((int(kb.ts_ms.max()) for kb in batch.readings.values() if len(kb)), default=0)
+        if newest:
+            self.clock.observe(newest)
 
 
 class _Ticker:
@@ -76,11 +102,16 @@ def build_pipeline(
     (cityops.partition), the same areas whose readings this worker's ingest writes.
     """
     pipeline = Pipeline()
+    process_clock = clock.current()
+    if isinstance(process_clock, clock.SimulatedClock):
+        # simulated time (the demo): the committed data moves the clock
+        pipeline.consumers.append(ClockDriver(process_clock))
     try:
         if with_stream:
             from stream.live import start_live
 
             live, stop_live = start_live(settings)
+            live.clock = clock.seconds  # "now" for the last complete hour and offline sensors
             pipeline.consumers.append(live)
             pipeline.stoppers.append(stop_live)
             # registry changes (devices added, retired, moved) reach the live rates too;
@@ -124,6 +155,7 @@ def _start_alerts(
         is_acknowledged=is_acknowledged,
         pool=pool,
         metrics=NotifyMetrics(registry),
+        clock=ProcessClock(),
     )
     notifier.start(tick_interval_s=settings.notify.tick_interval_s)
     pipeline.stoppers.append(notifier.stop)

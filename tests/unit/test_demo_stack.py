@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from cityops.cli.demo_cmd import _Stack
 
@@ -22,3 +23,17 @@ def test_a_hung_part_does_not_keep_the_others_running() -> None:
     # last pushed first; the hung and the failing part are passed over, the database still stops
     assert stopped == ["api", "database"]
     assert left == ["hung"]
+
+
+def test_the_demo_keeps_its_data_in_a_folder_of_its_own_by_default() -> None:
+    import getpass
+    import tempfile
+
+    from cityops.cli.demo_cmd import default_data_dir
+
+    folder = default_data_dir()
+    # Under the temporary directory (PostgreSQL, run as an unprivileged account by root, must
+    # enter it), one per user, and the same every run, so a restart resumes it.
+    assert folder.parent == Path(tempfile.gettempdir())
+    assert folder.name == f"cityops-demo-{getpass.getuser()}"
+    assert default_data_dir() == folder

@@ -218,7 +218,8 @@ def test_held_lamps_are_notified_when_no_group_forms(harness: Harness) -> None:
     told = _dark_one_by_one(harness, {"SL-1": 0, "SL-2": 1, "SL-3": 2}, 20)
     assert told == []
     harness.readings(Kind.STREETLIGHT, [("SL-3", NIGHT + minutes(21), {"power_state": "on"})])
-    assert _lamps(harness.tick(NIGHT + minutes(29))) == []
+    # (the silent test lamps' no-data alerts, after 4 intervals of 5 minutes, are not the point)
+    assert [t for t in _lamps(harness.tick(NIGHT + minutes(29))) if t[0] != "device_silent"] == []
     sent = [n for n in harness.tick(NIGHT + minutes(30)) if n.rule == "lamp_off_while_due"]
     assert [n.labels["device_id"] for n in sent] == ["SL-1"]
     sent = [n for n in harness.tick(NIGHT + minutes(31)) if n.rule == "lamp_off_while_due"]

@@ -88,7 +88,7 @@ class LiveRates:
         self.batches = 0
         self.consumer_errors = 0
         self.recomputed_hours = 0  # hours re-opened by late data and recomputed from the database
-        self.state_saved_at = clock()
+        self.state_saved_at = time.monotonic()  # the save schedule runs on the machine's time
         self.states_restored = 0
 
     @classmethod
@@ -132,7 +132,7 @@ class LiveRates:
         with self._lock:
             for live in self._kinds.values():
                 saved += live.state.save(self.conn, live.folder.devices.ids.tolist())
-            self.state_saved_at = self.clock()
+            self.state_saved_at = time.monotonic()
         return saved
 
     def reload_devices(self, devices: Mapping[Kind, DeviceIndex]) -> None:
@@ -275,7 +275,7 @@ class LiveRates:
                 self._evict(live)
             if self.publish is not None:
                 self._publish_snapshots(self.publish)
-        if self.clock() - self.state_saved_at >= self.settings.stream.anomaly_save_s:
+        if time.monotonic() - self.state_saved_at >= self.settings.stream.anomaly_save_s:
             self.save_state()
         return written
 

@@ -38,8 +38,8 @@ def _healthcheck(compose: dict[str, Any], broker: SecureBroker) -> list[str]:
     kind, command = compose["services"]["mosquitto"]["healthcheck"]["test"]
     assert kind == "CMD-SHELL"
     command = interpolate(command, {})  # compose's $$ -> $ (the shell sees $MQTT_..., $SYS)
-    assert "-h 127.0.0.1 -p 1883 " in command
-    command = command.replace("-p 1883 ", f"-p {broker.port} ")
+    assert "-h 127.0.0.1 -p 1884 " in command  # the services listener
+    command = command.replace("-p 1884 ", f"-p {broker.port} ")
     return ["/bin/sh", "-c", command]
 
 

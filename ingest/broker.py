@@ -172,9 +172,7 @@ def write_credentials(
     for account in SERVICE_ACCOUNTS:
         password = service_passwords.get(account.name)
         if password is None:
-            password = generated[account.name] = base64.urlsafe_b64encode(
-                os.urandom(18)
-            ).decode()
+            password = generated[account.name] = base64.urlsafe_b64encode(os.urandom(18)).decode()
         hashes[account.name] = password_hash(password)
     tmp_services = services_passwd.with_suffix(".tmp")
     with _private_writer(tmp_services) as f:

@@ -80,6 +80,10 @@ class Session:
             reset()
 
 
+def _accepted(reason: Any) -> bool:
+    return reason is not None and not reason.is_failure
+
+
 def _device(name: str, client_id: str | None = None) -> Session:
     return Session(client_id or f"pub-{uuid.uuid4().hex[:6]}", name, device_password(SECRET, name))
 
@@ -88,7 +92,7 @@ def _ingest_session_with_queue(broker: SecureBroker) -> None:
     """Ingest subscribes with a persistent session, goes away, and readings queue for it."""
     ingest = Session(INGEST_ID, "cityops-ingest", INGEST_PASSWORD)
     reason = ingest.open(broker.port, clean_start=True)
-    assert reason is not None and not reason.is_failure, broker.log()
+    assert _accepted(reason), broker.log()
     ingest.client.subscribe("cityops/v1/+/+/telemetry", qos=1)
     assert ingest.subscribed.wait(10)
     ingest.close()
@@ -103,7 +107,7 @@ def _ingest_session_with_queue(broker: SecureBroker) -> None:
 def _resume_ingest(broker: SecureBroker) -> Session:
     ingest = Session(INGEST_ID, "cityops-ingest", INGEST_PASSWORD)
     reason = ingest.open(broker.port, clean_start=False)
-    assert reason is not None and not reason.is_failure, broker.log()
+    assert _accepted(reason), broker.log()
     return ingest
 
 
@@ -113,7 +117,7 @@ def test_a_device_cannot_take_or_wipe_ingests_session(secure_broker: SecureBroke
     #    accepts the login but as the device's own client id, so ingest's session is untouched
     attacker = _device("SL-1", INGEST_ID)
     reason = attacker.open(secure_broker.device_port, clean_start=True)
-    assert reason is not None and not reason.is_failure
+    assert _accepted(reason)
     attacker.close()
     # 2. the same on the services listener: the device has no login there at all
     attacker2 = _device("SL-1", INGEST_ID)
@@ -139,7 +143,7 @@ def test_a_device_cannot_kick_another_device(secure_broker: SecureBroker) -> Non
     try:
         attacker = _device("SL-1", "HT-1")  # another device's id, with clean start
         reason = attacker.open(secure_broker.device_port, clean_start=True)
-        assert reason is not None and not reason.is_failure
+        assert _accepted(reason)
         # the victim keeps its connection: a takeover would have disconnected it
         # (session taken over) before the attacker's CONNACK was sent
         assert victim.disconnects == []
@@ -157,7 +161,7 @@ def test_a_device_connecting_as_itself_still_works(secure_broker: SecureBroker) 
     dev = _device("CH-1", "whatever-the-firmware-sends")
     reason = dev.open(secure_broker.device_port, clean_start=True)
     try:
-        assert reason is not None and not reason.is_failure
+        assert _accepted(reason)
         info = dev.client.publish("cityops/v1/charger/CH-1/telemetry", b"{}", qos=1)
         info.wait_for_publish(10)
         assert info.is_published()

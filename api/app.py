@@ -9,15 +9,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlencode
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import errors, live, page
-from api.deps import ERROR_RESPONSES
+from api.deps import ERROR_RESPONSES, authenticate_key, is_public, request_key
 from api.metrics import ApiMetrics, MetricsMiddleware
+from api.middleware import (
+    IMPORT_PATHS,
+    AuthThrottle,
+    BodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+)
 from api.routers import alerts, cases, health, rates, readings, registry, reports
+from cityops.apikeys import Role
 from cityops.db.pool import make_pool
 from cityops.settings import Settings
 
@@ -55,20 +65,34 @@ def create_app(settings: Settings) -> FastAPI:
             await run_in_threadpool(pool.close)
             log.info("api_stopped")
 
+    docs_public = is_public(settings, "docs")
     app = FastAPI(
         title="cityops API",
         version="1",
         description=DESCRIPTION,
-        docs_url="/docs",
+        docs_url="/docs" if docs_public else None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url="/openapi.json" if docs_public else None,
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.pool = pool
     app.state.metrics = metrics
+    app.state.auth_throttle = AuthThrottle(
+        settings.api.auth_failures_max, settings.api.auth_failure_window_s
+    )
     errors.install(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # added last = outermost: a too-large body is refused before anything else reads it, and
+    # every response, the 413 included, gets the security headers
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=settings.api.max_body_bytes,
+        limits=dict.fromkeys(IMPORT_PATHS, settings.api.max_import_bytes),
+    )
+    app.add_middleware(SecurityHeadersMiddleware)
+    if not docs_public:
+        _protected_docs(app)
 
     app.include_router(health.router)
     for module in (registry, readings, rates, alerts, cases):
@@ -77,3 +101,23 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(live.router, prefix=API_PREFIX)
     app.include_router(page.router)
     return app
+
+
+def _protected_docs(app: FastAPI) -> None:
+    """``/openapi.json`` and ``/docs`` that need a viewer key (``api.docs_public`` off).
+
+    The key may come as a header or as ``?api_key=`` (a browser opening ``/docs``); the page
+    then loads the schema with the same key.
+    """
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(request: Request) -> JSONResponse:
+        authenticate_key(request, request_key(request), Role.VIEWER)
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        key = request_key(request)
+        authenticate_key(request, key, Role.VIEWER)
+        query = f"?{urlencode({'api_key': key})}" if request.query_params.get("api_key") else ""
+        return get_swagger_ui_html(openapi_url=f"/openapi.json{query}", title=app.title)

@@ -140,3 +140,17 @@ def test_metrics_and_docs_need_a_key_in_production(migrated_db: str, keys: Keys)
     with _app(migrated_db) as client:  # development: both public unless set
         assert client.get("/metrics").status_code == 200
         assert client.get("/openapi.json").status_code == 200
+
+
+def test_put_device_applies_the_device_id_rule(migrated_db: str, keys: Keys) -> None:
+    new = {"kind": "manhole", "area_code": "CY-CW", "attributes": {"owner_unit": "gas"}}
+    with _app(migrated_db) as client:
+        h = keys.header("admin")
+        for bad in ("MH%209", "MH%2B9", "MH%239", "cityops-ingest"):
+            r = client.put(f"/api/v1/devices/{bad}", json=new, headers=h)
+            assert r.status_code == 422, (bad, r.text)
+            assert r.json()["error"]["message"].startswith("device_id: ")
+        r = client.put("/api/v1/devices/MH-9", json={**new, "gateway_id": "GW 1"}, headers=h)
+        assert r.status_code == 422
+        assert r.json()["error"]["detail"] == {"field": "gateway_id"}
+        assert client.put("/api/v1/devices/MH-9", json=new, headers=h).status_code == 200

@@ -128,6 +128,7 @@ class Ingest:
     """`cityops ingest` as a separate process (so it can be killed)."""
 
     def __init__(self, dsn: str, broker: Broker, workdir: Path) -> None:
+        self.http_port = _free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CITYOPS_")}
         self.env.update(
             {
@@ -137,7 +138,7 @@ class Ingest:
                 "CITYOPS_MQTT_PORT": str(broker.port),
                 "CITYOPS_MQTT_USERNAME": "cityops-ingest",
                 "CITYOPS_MQTT_PASSWORD": INGEST_PW,
-                "CITYOPS_INGEST_HTTP_PORT": "0",
+                "CITYOPS_INGEST_HTTP_PORT": str(self.http_port),
                 "CITYOPS_INGEST_RETRY_MAX_S": "1",
                 "CITYOPS_LOG_FORMAT": "json",
                 "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
@@ -158,6 +159,23 @@ class Ingest:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Wait for /readyz (database reachable, subscribed): its session exists from then on."""
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                url = f"http://127.0.0.1:{self.http_port}/readyz"
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"ingest did not become ready; see {self.log}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Signal the worker and wait for it."""
@@ -405,7 +423,7 @@ def main() -> None:
                 )
         broker.start()
         ingest.start()
-        time.sleep(3.0)  # ingest subscribes (its session is created here)
+        ingest.wait_ready()  # subscribed: its persistent session exists from here on
         for i, name in enumerate(args.cases.split(",")):
             results[name] = run_case(
                 name, i, dsn, admin, dbname, broker, ingest, args.rate, seconds

@@ -224,6 +224,10 @@ class MqttSource:
             time.sleep(0.01)
         self._client.disconnect()
         self._client.loop_stop()
+        # paho keeps its wake-up socket pair open until the client is garbage collected
+        reset = getattr(self._client, "_reset_sockets", None)
+        if reset is not None:
+            reset(sockpair_only=True)
 
     # --- paho callbacks (network thread) -------------------------------------------------------
 

@@ -101,6 +101,7 @@ def test_ingest_account_publishes_live_and_alerts_but_not_device_topics(
         for c in (watcher, spy):
             c.disconnect()
             c.loop_stop()
+            c._reset_sockets()  # paho's wake-up socket pair, closed now rather than at GC
 
 
 def test_monitor_account_reads_broker_statistics_only(
@@ -120,3 +121,4 @@ def test_monitor_account_reads_broker_statistics_only(
     finally:
         monitor.disconnect()
         monitor.loop_stop()
+        monitor._reset_sockets()

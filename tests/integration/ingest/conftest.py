@@ -260,9 +260,12 @@ class Publisher:
         return info
 
     def close(self) -> None:
-        """Disconnect."""
+        """Disconnect (and close paho's wake-up socket pair now, not whenever GC gets to it)."""
         self.client.disconnect()
         self.client.loop_stop()
+        reset = getattr(self.client, "_reset_sockets", None)
+        if reset is not None:
+            reset()
 
 
 @pytest.fixture

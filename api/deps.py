@@ -12,6 +12,7 @@ clients that cannot set headers, the ``api_key`` query parameter.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredent
 from psycopg_pool import ConnectionPool
 
 from api.errors import ApiError, ErrorBody
+from api.middleware import AuthThrottle
 from cityops import apikeys
 from cityops.apikeys import Principal, Role
 from cityops.settings import Settings
@@ -36,6 +38,7 @@ __all__ = [
     "get_conn",
     "get_pool",
     "get_settings",
+    "is_public",
     "page_limit",
     "require_role",
 ]
@@ -71,13 +74,69 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers=WWW_AUTHENTICATE)
 
 
+def _client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def authenticate_key(request: Request, key: str | None, role: Role) -> Principal:
+    """The principal of ``key`` if it has at least ``role``; else 401/403/429 as ApiError.
+
+    Failed checks (unknown or revoked keys) are counted per client address and per presented
+    key (``api.auth_failures_max`` within ``api.auth_failure_window_s``); over the limit the
+    answer is 429 with ``Retry-After`` before the database is asked.
+    """
+    if not key:
+        raise _unauthorized(
+            "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
+            "(keys are created with `cityops keys create`)"
+        )
+    throttle: AuthThrottle | None = getattr(request.app.state, "auth_throttle", None)
+    address = _client_address(request)
+    if throttle is not None:
+        wait = throttle.retry_after(address, key)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                "too_many_requests",
+                f"too many failed API key checks from this address or for this key; "
+                f"try again in {seconds} s",
+                {"retry_after_s": seconds},
+                headers={"Retry-After": str(seconds)},
+            )
+    with get_pool(request).connection() as conn:
+        principal = apikeys.authenticate(conn, key)
+    if principal is None:
+        if throttle is not None:
+            throttle.failed(address, key)
+        raise _unauthorized("the API key is not valid or has been revoked")
+    if principal.role < role:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"this needs the {role.value} role; key {principal.name!r} has {principal.role.value}",
+        )
+    request.state.principal = principal
+    return principal
+
+
+def request_key(request: Request) -> str | None:
+    """The key a request presents (Bearer, X-API-Key or ``api_key``), if any."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, credentials = auth.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.headers.get("x-api-key") or request.query_params.get("api_key") or None
+
+
 @functools.cache
 def require_role(role: Role) -> Callable[..., Principal]:
     """A dependency that authenticates the caller's key and requires at least ``role``.
 
     401 (with ``WWW-Authenticate``) when the key is missing, unknown or revoked; 403 when its role
-    is too low. The principal is also left on ``request.state.principal``. One callable per role
-    (cached), so FastAPI authenticates once per request.
+    is too low; 429 after too many failed checks (:func:`authenticate_key`). The principal is
+    also left on ``request.state.principal``. One callable per role (cached), so FastAPI
+    authenticates once per request.
     """
 
     def dependency(
@@ -87,27 +146,16 @@ def require_role(role: Role) -> Callable[..., Principal]:
         query: Annotated[str | None, Depends(_query)],
     ) -> Principal:
         key = (bearer.credentials if bearer else None) or header or query
-        if not key:
-            raise _unauthorized(
-                "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
-                "(keys are created with `cityops keys create`)"
-            )
-        with get_pool(request).connection() as conn:
-            principal = apikeys.authenticate(conn, key)
-        if principal is None:
-            raise _unauthorized("the API key is not valid or has been revoked")
-        if principal.role < role:
-            raise ApiError(
-                403,
-                "forbidden",
-                f"this needs the {role.value} role; "
-                f"key {principal.name!r} has {principal.role.value}",
-            )
-        request.state.principal = principal
-        return principal
+        return authenticate_key(request, key, role)
 
     dependency.__name__ = f"require_{role.value}"
     return dependency
+
+
+def is_public(settings: Settings, which: str) -> bool:
+    """Whether ``/metrics`` (``which="metrics"``) or the docs are served without a key."""
+    value: bool | None = getattr(settings.api, f"{which}_public")
+    return settings.environment != "production" if value is None else value
 
 
 Viewer = Annotated[Principal, Depends(require_role(Role.VIEWER))]

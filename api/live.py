@@ -344,6 +344,10 @@ def _reading_event(kind: str, area: str | None, row: Mapping[str, Any]) -> LiveE
     return LiveEvent("reading", data, area=area, kind=kind, device=row["device_id"])
 
 
+READING_PAGE = 2000  # rows per query while reading a kind's overlap window
+READING_READ_MAX = 100_000  # rows read per kind and poll at most (the mark moves on regardless)
+
+
 class LiveHub:
     """Background sources of live events, shared by every connected client."""
 
@@ -375,6 +379,9 @@ class LiveHub:
         self._reading_marks: dict[str, datetime] = {}  # kind -> newest received_at sent
         self._reading_floors: dict[str, datetime] = {}  # kind -> when following it began
         self._reading_seen: dict[tuple[str, datetime], float] = {}
+        # readings of one kind sent per poll at most (api.sse_kind_rate_max per second)
+        self.kind_cap = max(1, int(float(settings.api.sse_kind_rate_max) * poll_interval_s))
+        self.readings_coalesced = 0
 
     def _pool(self) -> AsyncConnectionPool:
         if self._db is None:
@@ -604,24 +611,54 @@ class LiveHub:
             return 0
         # received_at is the writer's transaction start, so a batch can commit with a time
         # slightly before the newest one already sent: re-read an overlap and drop duplicates
-        # (but nothing from before the hub began following this kind: that is history).
-        query = sql.SQL(
+        # (but nothing from before the hub began following this kind: that is history). The
+        # overlap is read page by page (keyset on received_at, device_id, ts), so however many
+        # rows it holds the mark moves on: a fixed LIMIT used to return only the already-sent
+        # head of the overlap above ~67 readings/s, and the feed stalled for every client.
+        first = sql.SQL(
             "SELECT * FROM {} WHERE device_id = ANY(%s) "
             "AND received_at > greatest(%s::timestamptz - interval '30 seconds', %s) "
-            "ORDER BY received_at, ts LIMIT 2000"
+            "ORDER BY received_at, device_id, ts LIMIT %s"
         ).format(table)
-        sent = 0
-        for row in await _rows(conn, query, (ids, mark, self._reading_floors[kind])):
-            key = (row["device_id"], row["ts"])
-            if key in self._reading_seen:
-                continue
-            self._reading_seen[key] = now
-            mark = max(mark, row["received_at"])
+        more = sql.SQL(
+            "SELECT * FROM {} WHERE device_id = ANY(%s) "
+            "AND (received_at, device_id, ts) > (%s, %s, %s) "
+            "ORDER BY received_at, device_id, ts LIMIT %s"
+        ).format(table)
+        fresh: list[dict[str, Any]] = []
+        rows = await _rows(conn, first, (ids, mark, self._reading_floors[kind], READING_PAGE))
+        read = 0
+        while rows:
+            read += len(rows)
+            for row in rows:
+                mark = max(mark, row["received_at"])
+                key = (row["device_id"], row["ts"])
+                if key in self._reading_seen:
+                    continue
+                self._reading_seen[key] = now
+                fresh.append(row)
+            if len(rows) < READING_PAGE or read >= READING_READ_MAX:
+                break
+            last = rows[-1]
+            rows = await _rows(
+                conn, more, (ids, last["received_at"], last["device_id"], last["ts"], READING_PAGE)
+            )
+        if len(fresh) > self.kind_cap:
+            # more than a client can follow: the newest reading of each device, newest first
+            newest: dict[str, dict[str, Any]] = {}
+            for row in fresh:
+                if row["device_id"] not in newest or row["ts"] > newest[row["device_id"]]["ts"]:
+                    newest[row["device_id"]] = row
+            kept = sorted(newest.values(), key=lambda r: (r["received_at"], r["ts"]))
+            kept = kept[-self.kind_cap :]
+            self.readings_coalesced += len(fresh) - len(kept)
+            log.info("live_readings_coalesced", kind=kind, read=len(fresh), sent=len(kept))
+            fresh = kept
+        for row in fresh:
             area = self._device_meta.get(row["device_id"], (kind, None))[1]
             self.publish(_reading_event(kind, area, row))
-            sent += 1
         self._reading_marks[kind] = mark
-        return sent
+        return len(fresh)
 
     # --- the map ----------------------------------------------------------------------------
 

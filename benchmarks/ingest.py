@@ -96,8 +96,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The broker has a services listener (the port passed around here) and a device listener.
+_DEVICE_PORT: dict[int, int] = {}
+
+
 def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """mosquitto from the project config, credentials for the benchmark's devices."""
+    """mosquitto from the project config, credentials for the benchmark's devices.
+
+    Returns the services listener's port; devices connect to ``_DEVICE_PORT[port]``.
+    """
     write_credentials(
         workdir,
         [*SINGLE_DEVICES, *LATENCY_DEVICES, *GATEWAY_DEVICES, GATEWAY],
@@ -105,9 +112,12 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
         service_passwords={"cityops-ingest": INGEST_PW},
     )
     port = _free_port()
+    device_port = _free_port()
+    _DEVICE_PORT[port] = device_port
     text = render_config(
         default_config_path().read_text(encoding="utf-8"),
-        port=port,
+        port=device_port,
+        service_port=port,
         data_dir=workdir,
         password_file=workdir / "passwd",
         acl_file=workdir / "acl",
@@ -150,6 +160,7 @@ class Publishers:
     """One connection per device (the ACL lets a device write only its own topics)."""
 
     def __init__(self, port: int, users: list[str]) -> None:
+        port = _DEVICE_PORT.get(port, port)
         self.clients: dict[str, mqtt.Client] = {}
         for user in users:
             c = make_client(
@@ -449,7 +460,8 @@ def measure_latency(
         subprocess.Popen(  # noqa: S603 - this script, with numbers
             [
                 *(sys.executable, __file__, "--publish-paced"),
-                *(str(port), str(rate / PACED_PROCESSES), str(seconds), str(part)),
+                *(str(_DEVICE_PORT.get(port, port)), str(rate / PACED_PROCESSES)),
+                *(str(seconds), str(part)),
             ],
             stdout=subprocess.PIPE,
             text=True,

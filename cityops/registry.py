@@ -21,6 +21,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from cityops import catalog
+from cityops.device_ids import device_id_problem
 from cityops.errors import ImportFileError, ValidationError
 
 DEVICE_FIELD_NAMES = tuple(f.name for f in catalog.DEVICE_FIELDS)
@@ -162,6 +163,11 @@ def validate_device(record: Record, area_codes: set[str]) -> dict[str, Any]:
     """Check one device row against the catalog and the known areas."""
     _raise_embedded_error(record)
     base = {spec.name: _field_value(spec, record) for spec in catalog.DEVICE_FIELDS}
+    for id_field in ("device_id", "gateway_id"):  # the one id rule (MQTT topic, broker login)
+        if base[id_field] is not None:
+            problem = device_id_problem(base[id_field])
+            if problem is not None:
+                raise ValidationError(f"{id_field}: {base[id_field]!r} {problem}", id_field)
     spec = catalog.kind_spec(base["kind"])
     if base["area_code"] not in area_codes:
         raise ValidationError(

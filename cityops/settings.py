@@ -390,6 +390,42 @@ class ApiSettings(_Group):
     export_max_rows: int = Field(
         default=1_000_000, ge=1, description="Most rows one CSV export streams."
     )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body of any route except the imports; larger bodies get "
+        "413 before they are parsed or the key is checked.",
+    )
+    max_import_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of /api/v1/areas/import and /api/v1/devices/import.",
+    )
+    auth_failures_max: int = Field(
+        default=20,
+        ge=1,
+        description="Failed key checks allowed per client address, and per presented key, "
+        "within auth_failure_window_s; more get 429 until the window has passed.",
+    )
+    auth_failure_window_s: float = Field(
+        default=60.0, gt=0, le=86_400, description="Window of auth_failures_max (seconds)."
+    )
+    metrics_public: bool | None = Field(
+        default=None,
+        description="Serve /metrics without a key. Unset: public in development, a viewer key "
+        "is needed in production.",
+    )
+    docs_public: bool | None = Field(
+        default=None,
+        description="Serve /docs and /openapi.json without a key. Unset: public in "
+        "development, a viewer key is needed in production.",
+    )
+    sse_kind_rate_max: float = Field(
+        default=50.0,
+        gt=0,
+        description="Readings per second one live-feed client receives per kind (the newest "
+        "per device win when more arrive); protects the feed from one busy kind.",
+    )
 
 
 class ReportSettings(_Group):

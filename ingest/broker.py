@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ from typing import Any
 import psycopg
 
 from cityops.broker_auth import device_password
+from cityops.device_ids import device_id_problem
 
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default
 SALT_BYTES = 12
-_USER_RE = re.compile(r"^[^\s:#+/]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +70,9 @@ SERVICE_ACCOUNTS: tuple[ServiceAccount, ...] = (
     ),
 )
 SERVICE_NAMES = frozenset(s.name for s in SERVICE_ACCOUNTS)
+# Service accounts that may also log in on the device listener (with client id = user name): the
+# 12345 hotline bridge runs outside the operations network, like the devices.
+DEVICE_LISTENER_SERVICES = frozenset({"cityops-hotline"})
 
 REGISTERED_SQL = """
 SELECT device_id FROM devices WHERE status <> 'retired'
@@ -91,8 +93,9 @@ def password_hash(
 
 def check_username(name: str) -> str:
     """A user name safe for the password file and ACL patterns, or ValueError."""
-    if not _USER_RE.match(name):
-        raise ValueError(f"{name!r} cannot be a broker user name (no spaces, ':', '#', '+' or '/')")
+    problem = device_id_problem(name)
+    if problem is not None:
+        raise ValueError(f"{name!r} cannot be a broker user name: it {problem}")
     return name
 
 
@@ -128,13 +131,20 @@ def registered_identities(conn: psycopg.Connection[Any]) -> Iterator[str]:
 
 @dataclass(frozen=True, slots=True)
 class CredentialsReport:
-    """What ``write_credentials`` wrote."""
+    """What ``write_credentials`` wrote, and the ids it refused (id, reason)."""
 
     users: int
     services: int
     password_file: Path
     acl_file: Path
     service_passwords_file: Path | None
+    service_password_file: Path | None = None
+    refused: tuple[tuple[str, str], ...] = ()
+
+
+def _private_writer(path: Path) -> Any:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 def write_credentials(
@@ -144,37 +154,61 @@ def write_credentials(
     secret: str,
     service_passwords: Mapping[str, str],
 ) -> CredentialsReport:
-    """Write ``passwd`` and ``acl`` (and generated service passwords) into ``out_dir``."""
+    """Write ``passwd``, ``passwd-services`` and ``acl`` (and generated service passwords).
+
+    ``passwd`` is the device listener's file (devices, gateways and the hotline bridge),
+    ``passwd-services`` the services listener's (service accounts only). An id that breaks the
+    device id rule (:mod:`cityops.device_ids`) gets no login and is listed in ``refused``;
+    every other id is still written, so one bad registry row cannot block the whole fleet.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     passwd = out_dir / "passwd"
+    services_passwd = out_dir / "passwd-services"
     acl = out_dir / "acl"
     generated: dict[str, str] = {}
+    refused: list[tuple[str, str]] = []
     users = 0
+    hashes: dict[str, str] = {}
+    for account in SERVICE_ACCOUNTS:
+        password = service_passwords.get(account.name)
+        if password is None:
+            password = generated[account.name] = base64.urlsafe_b64encode(os.urandom(18)).decode()
+        hashes[account.name] = password_hash(password)
+    tmp_services = services_passwd.with_suffix(".tmp")
+    with _private_writer(tmp_services) as f:
+        f.writelines(f"{name}:{h}\n" for name, h in hashes.items())
     tmp = passwd.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for account in SERVICE_ACCOUNTS:
-            password = service_passwords.get(account.name)
-            if password is None:
-                password = generated[account.name] = base64.urlsafe_b64encode(
-                    os.urandom(18)
-                ).decode()
-            f.write(f"{account.name}:{password_hash(password)}\n")
+    with _private_writer(tmp) as f:
+        f.writelines(
+            f"{name}:{h}\n" for name, h in hashes.items() if name in DEVICE_LISTENER_SERVICES
+        )
         for name in identities:
             if name in SERVICE_NAMES:
-                raise ValueError(f"device id {name!r} collides with a cityops service account")
-            check_username(name)
+                refused.append((name, "collides with a cityops service account"))
+                continue
+            problem = device_id_problem(name)
+            if problem is not None:
+                refused.append((name, problem))
+                continue
             f.write(f"{name}:{password_hash(device_password(secret, name))}\n")
             users += 1
+    tmp_services.replace(services_passwd)
     tmp.replace(passwd)
     acl.write_text(acl_text(), encoding="utf-8")
     service_file = None
     if generated:
         service_file = out_dir / "service-passwords.txt"
-        fd = os.open(service_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with _private_writer(service_file) as f:
             f.writelines(f"{name}={pw}\n" for name, pw in generated.items())
-    return CredentialsReport(users, len(SERVICE_ACCOUNTS), passwd, acl, service_file)
+    return CredentialsReport(
+        users,
+        len(SERVICE_ACCOUNTS),
+        passwd,
+        acl,
+        service_file,
+        services_passwd,
+        tuple(refused),
+    )
 
 
 _DIRECTIVES = ("listener", "persistence_location", "password_file", "acl_file")
@@ -187,35 +221,44 @@ def render_config(
     data_dir: Path | str,
     password_file: Path,
     acl_file: Path,
+    service_port: int | str | None = None,
+    service_password_file: Path | None = None,
     bind: str = "127.0.0.1",
     run_as: str | None = None,
 ) -> str:
-    """The project's mosquitto.conf with only the listener and the paths replaced.
+    """The project's mosquitto.conf with only the listeners and the paths replaced.
 
-    ``run_as`` adds a ``user`` line: mosquitto started as root switches to the ``mosquitto``
-    user, which cannot read files in a private temporary folder (tests started as root).
+    The config has two listeners: the first (devices, ``port``, ``password_file``) and the
+    second (services, ``service_port``, ``service_password_file``, by default
+    ``passwd-services`` next to ``password_file``); both use ``acl_file``. ``run_as`` adds a
+    ``user`` line: mosquitto started as root switches to the ``mosquitto`` user, which cannot
+    read files in a private temporary folder (tests started as root).
     """
-    values = {
-        "listener": f"{port} {bind}",
-        "persistence_location": f"{data_dir}/",
-        "password_file": str(password_file),
-        "acl_file": str(acl_file),
+    services_pw = service_password_file or password_file.with_name("passwd-services")
+    values: dict[str, list[str]] = {
+        "listener": [f"{port} {bind}", f"{service_port} {bind}"],
+        "persistence_location": [f"{data_dir}/"],
+        "password_file": [str(password_file), str(services_pw)],
+        "acl_file": [str(acl_file), str(acl_file)],
     }
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     out: list[str] = []
     for line in conf_text.splitlines():
         word = line.split(" ", 1)[0]
         if word in values:
-            if word in seen:
-                raise ValueError(f"{word} appears twice in the broker config")
-            seen.add(word)
-            out.append(f"{word} {values[word]}")
+            n = seen.get(word, 0)
+            if n >= len(values[word]):
+                raise ValueError(f"{word} appears {n + 1} times in the broker config")
+            if word == "listener" and n == 1 and service_port is None:
+                raise ValueError("the broker config has a services listener: give service_port")
+            seen[word] = n + 1
+            out.append(f"{word} {values[word][n]}")
         else:
             out.append(line)
     if run_as is not None:
         out = [line for line in out if line.split(" ", 1)[0] != "user"]
         out.append(f"user {run_as}")
-    missing = set(_DIRECTIVES) - seen
+    missing = set(_DIRECTIVES) - set(seen)
     if missing:
         raise ValueError(f"broker config lacks {', '.join(sorted(missing))}")
     return "\n".join(out) + "\n"

@@ -6,6 +6,14 @@ after a reconnect the broker redelivers whatever was not acknowledged, so an ack
 generation is dropped instead of being sent (it could acknowledge a different message that
 reuses the id). Receive Maximum bounds how many un-acknowledged messages the broker sends us,
 which is the back-pressure: while the database is slow, the rest waits in the broker's queue.
+
+mosquitto 2.0 does not always keep to Receive Maximum (a resumed session with a large backlog, a
+database outage mid-stream: ten times the limit was seen), so the client enforces it too: with
+Receive Maximum QoS 1 messages handed on and not yet acknowledged, paho's network thread waits
+before handing on the next one. It then reads nothing more from the socket, so the rest stays
+in the broker (TCP flow control), and memory is bounded whatever the backlog. Acknowledging
+(sent or stale) frees room; stopping releases a waiting thread, leaving the message
+un-acknowledged for the broker to redeliver.
 """
 
 from __future__ import annotations
@@ -104,6 +112,11 @@ class MqttSource:
         self._subscribed = threading.Event()
         self.last_error: str | None = None
         cfg = settings.ingest
+        self._limit = cfg.receive_maximum
+        self._held = 0  # QoS 1 messages handed on and not yet acknowledged (sent or stale)
+        self._gate = threading.Condition()
+        self._closing = False
+        self.gate_waits = 0  # times the network thread waited for room (at the bound)
         self._filters = subscription_filters(
             cfg.topic_root,
             cfg.subscription_group,
@@ -136,6 +149,17 @@ class MqttSource:
         return self._connected.is_set() and self._subscribed.is_set()
 
     @property
+    def held(self) -> int:
+        """QoS 1 messages handed on and not yet acknowledged; at most Receive Maximum."""
+        return self._held
+
+    def _release(self, n: int) -> None:
+        if n:
+            with self._gate:
+                self._held -= n
+                self._gate.notify()
+
+    @property
     def generation(self) -> int:
         """How many times a session was established (1 after the first connect)."""
         return self._generation
@@ -159,6 +183,7 @@ class MqttSource:
         """Acknowledge one message if its connection is still the current one."""
         if delivery.qos == 0:
             return True
+        self._release(1)
         if delivery.generation != self._generation or not self._connected.is_set():
             return False
         self._client.ack(delivery.mid, delivery.qos)
@@ -174,15 +199,17 @@ class MqttSource:
         mids: list[int] = []
         stale = 0
         connected = self._connected
+        if any(d.qos > 1 for d in deliveries):
+            # QoS 2 is never subscribed to; if it ever comes, paho's own path
+            return sum(0 if self.ack(d) else 1 for d in deliveries)
         for d in deliveries:
             if d.qos == 0:
                 continue
-            if d.qos != 1:  # QoS 2 is never subscribed to; if it ever comes, paho's own path
-                return sum(0 if self.ack(d) else 1 for d in deliveries)
             if d.generation != self._generation or not connected.is_set():
                 stale += 1
                 continue
             mids.append(d.mid)
+        self._release(stale + len(mids))
         if mids and not queue_pubacks(self._client, mids):
             for mid in mids:
                 self._client.ack(mid, 1)
@@ -190,6 +217,9 @@ class MqttSource:
 
     def stop(self, drain_s: float = 2.0) -> None:
         """Let queued acks go out, then disconnect (the session stays on the broker)."""
+        with self._gate:
+            self._closing = True
+            self._gate.notify_all()
         deadline = time.monotonic() + drain_s
         while time.monotonic() < deadline and self._client.want_write():
             time.sleep(0.01)
@@ -198,7 +228,9 @@ class MqttSource:
         # paho closes the wake-up socket pair of loop_start() only in Client.__del__; when the
         # client ends up in a reference cycle the sockets can be finalised first and leak
         # (ResourceWarning). This source is never restarted, so close them now.
-        self._client._reset_sockets(sockpair_only=True)
+        reset = getattr(self._client, "_reset_sockets", None)
+        if reset is not None:
+            reset(sockpair_only=True)
 
     # --- paho callbacks (network thread) -------------------------------------------------------
 
@@ -240,6 +272,15 @@ class MqttSource:
             log.warning("mqtt_disconnected", reason=str(reason))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.qos > 0:
+            with self._gate:
+                if self._held >= self._limit:
+                    self.gate_waits += 1
+                    while self._held >= self._limit and not self._closing:
+                        self._gate.wait(1.0)
+                if self._closing:
+                    return  # not handed on, not acknowledged: the broker redelivers it
+                self._held += 1
         self._on_delivery(
             Delivery(
                 msg.topic,

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from api.deps import get_pool, get_settings
+from api.deps import authenticate_key, get_pool, get_settings, is_public, request_key
+from cityops.apikeys import Role
 
 router = APIRouter(tags=["health"])
 
@@ -105,8 +106,13 @@ def readyz(request: Request) -> Any:
 def metrics(request: Request) -> Response:
     """Prometheus exposition: request metrics and database gauges (see docs/api.md).
 
+    Needs a viewer key unless ``api.metrics_public`` (default: public only in development).
+
     A sync endpoint rather than ``make_asgi_app``: the database gauges query PostgreSQL, which
     must not run on the event loop.
     """
+    settings = get_settings(request)
+    if not is_public(settings, "metrics"):
+        authenticate_key(request, request_key(request), Role.VIEWER)
     registry = request.app.state.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

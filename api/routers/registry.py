@@ -328,11 +328,12 @@ async def _import_text(request: Request, fmt: str | None) -> tuple[str, str]:
             )
     chunks: list[bytes] = []
     size = 0
+    limit = request.app.state.settings.api.max_import_bytes
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_IMPORT_BYTES:
+        if size > limit:
             raise ApiError(
-                413, "too_large", f"an import is at most {MAX_IMPORT_BYTES // 2**20} MiB; split it"
+                413, "too_large", f"an import is at most {limit} bytes (api.max_import_bytes)"
             )
         chunks.append(chunk)
     try:

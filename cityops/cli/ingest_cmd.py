@@ -268,8 +268,14 @@ def broker_credentials(
         except ValueError as err:
             raise ConfigError(str(err)) from err
     out.print(
-        f"{report.users} device/gateway account(s) and {report.services} service account(s) "
-        f"written to {report.password_file}; ACL in {report.acl_file}"
+        f"{report.users} device/gateway account(s) written to {report.password_file} (device "
+        f"listener), {report.services} service account(s) to {report.service_password_file} "
+        f"(services listener); ACL in {report.acl_file}"
     )
+    for name, reason in report.refused:
+        err_console.print(
+            f"refused {name!r}: it {reason}; fix it in the registry (no login written)",
+            highlight=False,
+        )
     if report.service_passwords_file is not None:
         out.print(f"generated service passwords in {report.service_passwords_file}")

@@ -38,8 +38,8 @@ def _healthcheck(compose: dict[str, Any], broker: SecureBroker) -> list[str]:
     kind, command = compose["services"]["mosquitto"]["healthcheck"]["test"]
     assert kind == "CMD-SHELL"
     command = interpolate(command, {})  # compose's $$ -> $ (the shell sees $MQTT_..., $SYS)
-    assert "-h 127.0.0.1 -p 1883 " in command
-    command = command.replace("-p 1883 ", f"-p {broker.port} ")
+    assert "-h 127.0.0.1 -p 1884 " in command  # the services listener
+    command = command.replace("-p 1884 ", f"-p {broker.port} ")
     return ["/bin/sh", "-c", command]
 
 
@@ -101,6 +101,7 @@ def test_ingest_account_publishes_live_and_alerts_but_not_device_topics(
         for c in (watcher, spy):
             c.disconnect()
             c.loop_stop()
+            c._reset_sockets()  # paho's wake-up socket pair, closed now rather than at GC
 
 
 def test_monitor_account_reads_broker_statistics_only(
@@ -120,3 +121,4 @@ def test_monitor_account_reads_broker_statistics_only(
     finally:
         monitor.disconnect()
         monitor.loop_stop()
+        monitor._reset_sockets()

@@ -20,7 +20,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cityops.broker_auth import device_password
 from cityops.settings import DatabaseSettings, IngestSettings, MqttSettings, Settings
-from ingest.broker import default_config_path, render_config, write_credentials
+from ingest.broker import (
+    DEVICE_LISTENER_SERVICES,
+    SERVICE_NAMES,
+    default_config_path,
+    render_config,
+    write_credentials,
+)
 from ingest.service import IngestService
 from tests.conftest import _missing as missing_service
 from tests.conftest import free_port, wait_for_port
@@ -49,12 +55,22 @@ UNREGISTERED = ("SL-NEW", "HT-NEW")
 
 @dataclass
 class SecureBroker:
-    """A mosquitto running the project's config, with credentials for the test devices."""
+    """A mosquitto running the project's config, with credentials for the test devices.
+
+    ``port`` is the services listener (ingest, API, ...), ``device_port`` the device listener.
+    """
 
     host: str
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes]
+    device_port: int = 0
+
+    def port_for(self, username: str) -> int:
+        """The listener a client logging in as ``username`` uses."""
+        if username in SERVICE_NAMES and username not in DEVICE_LISTENER_SERVICES:
+            return self.port
+        return self.device_port
 
     def log(self) -> str:
         """The broker's log so far (for failure messages)."""
@@ -62,7 +78,9 @@ class SecureBroker:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def _start_broker(workdir: Path, port: int | None = None) -> SecureBroker:
+def _start_broker(
+    workdir: Path, port: int | None = None, device_port: int | None = None
+) -> SecureBroker:
     write_credentials(
         workdir,
         [*DEVICES, *GATEWAYS, *UNREGISTERED],
@@ -74,7 +92,8 @@ def _start_broker(workdir: Path, port: int | None = None) -> SecureBroker:
     )
     text = render_config(
         default_config_path().read_text(encoding="utf-8"),
-        port="{port}",
+        port="{device_port}",
+        service_port="{port}",
         data_dir="{dir}",
         password_file=workdir / "passwd",
         acl_file=workdir / "acl",
@@ -84,18 +103,21 @@ def _start_broker(workdir: Path, port: int | None = None) -> SecureBroker:
     if not Path(binary).exists():
         missing_service("mosquitto", "binary not installed")
     port = port or free_port()
-    (workdir / "mosquitto.conf").write_text(text.format(port=port, dir=workdir), encoding="utf-8")
+    device_port = device_port or free_port()
+    (workdir / "mosquitto.conf").write_text(
+        text.format(port=port, device_port=device_port, dir=workdir), encoding="utf-8"
+    )
     with (workdir / "mosquitto.log").open("wb") as log:
         proc = subprocess.Popen(
             [binary, "-c", str(workdir / "mosquitto.conf")], stdout=log, stderr=subprocess.STDOUT
         )
-    if not wait_for_port(port):
+    if not (wait_for_port(port) and wait_for_port(device_port)):
         proc.kill()
         pytest.fail(
             "mosquitto did not start from deploy/mosquitto/mosquitto.conf:\n"
             + ((workdir / "mosquitto.log").read_text(errors="replace"))
         )
-    return SecureBroker("127.0.0.1", port, workdir, proc)
+    return SecureBroker("127.0.0.1", port, workdir, proc, device_port)
 
 
 @pytest.fixture
@@ -223,7 +245,7 @@ class Publisher:
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.connected = False
-        self.client.connect(broker.host, broker.port)
+        self.client.connect(broker.host, broker.port_for(username))
         self.client.loop_start()
         deadline = time.monotonic() + 10
         while not self.client.is_connected() and time.monotonic() < deadline:
@@ -238,9 +260,12 @@ class Publisher:
         return info
 
     def close(self) -> None:
-        """Disconnect."""
+        """Disconnect (and close paho's wake-up socket pair now, not whenever GC gets to it)."""
         self.client.disconnect()
         self.client.loop_stop()
+        reset = getattr(self.client, "_reset_sockets", None)
+        if reset is not None:
+            reset()
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def _client(broker: SecureBroker, user: str, password: str) -> tuple[mqtt.Client
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
-    client.connect(broker.host, broker.port)
+    client.connect(broker.host, broker.port_for(user))
     client.loop_start()
     assert wait_for(lambda: "connect" in state, 10)
     return client, state

@@ -346,7 +346,7 @@ def test_broker_restart_mid_stream(runner: Runner, publishers: Callable[..., Pub
     broker = runner.broker
     broker.proc.terminate()  # mosquitto saves its persistence file on a clean stop
     broker.proc.wait(10)
-    restarted = _start_broker(broker.workdir, broker.port)
+    restarted = _start_broker(broker.workdir, broker.port, broker.device_port)
     runner.broker = restarted
     try:
         stream.join()

@@ -146,6 +146,12 @@ def test_deadletters_list_show_replay(runner: Runner, publishers: Callable[..., 
 
 def test_broker_credentials_command(ingest_db: str, tmp_path: Path) -> None:
     out = tmp_path / "creds"
+    # a row that predates the device id rule (issue 16 item 6) must not block the fleet
+    with psycopg.connect(ingest_db) as conn:
+        conn.execute(
+            "INSERT INTO devices (device_id, kind, area_code) "
+            "SELECT 'bad id/#', 'streetlight', min(code) FROM areas"
+        )
     r = _cli(
         ingest_db,
         "broker",
@@ -157,7 +163,11 @@ def test_broker_credentials_command(ingest_db: str, tmp_path: Path) -> None:
         env={"CITYOPS_MQTT_DEVICE_SECRET": SECRET},
     )
     assert r.returncode == 0, r.stderr
+    assert "refused 'bad id/#'" in r.stderr
     lines = (out / "passwd").read_text().splitlines()
+    devices = {line.split(":", 1)[0] for line in lines}
+    assert devices == {*DEVICES, *GATEWAYS, "cityops-hotline"}  # the device listener's logins
+    lines += (out / "passwd-services").read_text().splitlines()
     users = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in lines}
     assert set(users) == {
         *DEVICES,

@@ -43,7 +43,7 @@ def test_mosquitto_passwd_hash_has_the_same_shape(tmp_path: Path) -> None:
 
 def test_usernames_and_acl() -> None:
     assert check_username("SL-0001") == "SL-0001"
-    for bad in ("a b", "a:b", "a/b", "a#", ""):
+    for bad in ("a b", "a:b", "a/b", "a#", "a+", "", "x" * 65, "cityops-x"):
         with pytest.raises(ValueError, match="broker user name"):
             check_username(bad)
     text = acl_text()
@@ -52,9 +52,32 @@ def test_usernames_and_acl() -> None:
     assert "user cityops-ingest" in text
 
 
-def test_device_id_colliding_with_a_service_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="collides"):
-        write_credentials(tmp_path, ["cityops-ingest"], secret="s", service_passwords={})
+def test_bad_ids_are_refused_and_the_rest_credentialed(tmp_path: Path) -> None:
+    """One bad registry id no longer blocks the credentials of the whole fleet."""
+    report = write_credentials(
+        tmp_path,
+        ["SL-1", "cityops-ingest", "bad id", "a/b", "HT-1", "x+y", "GW#1"],
+        secret="s",
+        service_passwords={},
+    )
+    assert report.users == 2
+    refused = dict(report.refused)
+    assert set(refused) == {"cityops-ingest", "bad id", "a/b", "x+y", "GW#1"}
+    assert "collides" in refused["cityops-ingest"]
+    assert "' '" in refused["bad id"]
+    devices = [line.split(":", 1)[0] for line in (tmp_path / "passwd").read_text().splitlines()]
+    assert devices == ["cityops-hotline", "SL-1", "HT-1"]
+    services = [
+        line.split(":", 1)[0] for line in (tmp_path / "passwd-services").read_text().splitlines()
+    ]
+    assert set(services) == {
+        "cityops-ingest",
+        "cityops-hotline",
+        "cityops-publisher",
+        "cityops-api",
+        "cityops-monitor",
+    }
+    assert oct((tmp_path / "passwd-services").stat().st_mode & 0o777) == "0o600"
 
 
 def test_render_config_changes_only_listener_and_paths(tmp_path: Path) -> None:
@@ -62,18 +85,23 @@ def test_render_config_changes_only_listener_and_paths(tmp_path: Path) -> None:
     text = render_config(
         original,
         port=1234,
+        service_port=1235,
         data_dir=tmp_path,
         password_file=tmp_path / "p",
         acl_file=tmp_path / "a",
     )
     assert "listener 1234 127.0.0.1" in text
+    assert "listener 1235 127.0.0.1" in text
     assert f"password_file {tmp_path / 'p'}" in text
+    assert f"password_file {tmp_path / 'passwd-services'}" in text
+    assert "use_username_as_clientid true" in text
+    assert "per_listener_settings true" in text
     assert "allow_anonymous false" in text
     assert "persistence true" in text
     changed = [
         (a, b) for a, b in zip(original.splitlines(), text.splitlines(), strict=True) if a != b
     ]
-    assert len(changed) == 4
+    assert len(changed) == 7  # two listeners, two password files, two ACL lines, the data
     with pytest.raises(ValueError, match="lacks"):
         render_config(
             "listener 1\n", port=1, data_dir="d", password_file=tmp_path, acl_file=tmp_path

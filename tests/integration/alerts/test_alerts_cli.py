@@ -31,7 +31,7 @@ def _run(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_rules_check(tmp_path: Path) -> None:
     r = _run("postgresql://unused@127.0.0.1/x", "rules", "check")
     assert r.returncode == 0, r.stderr
-    assert "17 rule(s) valid" in r.stdout
+    assert "18 rule(s) valid" in r.stdout
     bad = tmp_path / "rules.yaml"
     bad.write_text(
         "version: 1\nrules:\n - name: low\n   type: threshold\n   kind: manhole\n"

@@ -63,6 +63,7 @@ class Bar:
     value: float
     rank: int
     coverage: float | None = None
+    tied: bool = False  # shares its rank with another area: labelled "2=" like the tables
 
 
 def fmt_value(value: float, ratio: bool) -> str:
@@ -379,7 +380,8 @@ def ranking_chart(
     """Horizontal bars of the streets/townships, best first, value and coverage beside each.
 
     Bars start at zero. A bar whose coverage is below 95 % is drawn light and hatched (partial
-    data); ``in_progress`` (e.g. "month in progress, 54 % elapsed") goes under the title.
+    data); tied ranks are labelled ``2=``; ``in_progress`` (e.g. "month in progress, 54 %
+    elapsed") goes under the title.
     """
     if not bars:
         return message_chart(title, "no street/township has a value this month")
@@ -426,7 +428,9 @@ def ranking_chart(
                 annotation_clip=False,
             )
         ax.set_yticks(ys)
-        ax.set_yticklabels([f"{b.rank}. {b.name}" for b in bars], fontsize=6.5)
+        ax.set_yticklabels(
+            [f"{b.rank}{'=' if b.tied else ''}. {b.name}" for b in bars], fontsize=6.5
+        )
         ax.set_ylim(n - 0.5, -0.5)  # best on top
         ax.tick_params(axis="y", length=0)
         handles: list[Any] = []

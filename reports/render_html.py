@@ -119,9 +119,13 @@ RULE_CELL_SKIP = frozenset(
 
 
 def _completeness_note(report: dict[str, Any]) -> str:
-    """A line saying the month is partial, or has no data at all (empty otherwise)."""
+    """A line saying the month has no data at all (empty otherwise).
+
+    A month in progress is said once, by ``_progress_notice``; only when its progress cannot be
+    worked out (no period or generation time in the report) does the completeness note say it.
+    """
     c = report.get("completeness") or {}
-    notes = [c["note"]] if c.get("partial") else []
+    notes = [c["note"]] if c.get("partial") and month_progress(report) is None else []
     if c.get("no_data_note"):
         notes.append(c["no_data_note"])
     return "".join(f'<p class="provisional"><b>{escape(n)}</b></p>' for n in notes)
@@ -169,7 +173,7 @@ def to_html(report: dict[str, Any]) -> bytes:
         _completeness_note(report),
     ]
     if progress:
-        out.append(_progress_notice(progress))
+        out.append(_progress_notice(progress, (report.get("completeness") or {}).get("as_of")))
     if font is None:
         out.append(
             '<p class="notice">No CJK font on the machine that rendered this report: Chinese '
@@ -208,6 +212,7 @@ def to_html(report: dict[str, Any]) -> bytes:
                 value=r["value"],
                 rank=r["rank"],
                 coverage=r.get("coverage"),
+                tied=bool(r.get("tied")),
             )
             for r in rows
             if r["value"] is not None
@@ -449,11 +454,15 @@ def _target(metric: str) -> charts.Target | None:
     return charts.Target(value=t[0], label=t[1]) if t else None
 
 
-def _progress_notice(progress: str) -> str:
+def _progress_notice(progress: str, as_of: str | None = None) -> str:
+    """The one notice of a month in progress (with the evaluation's as-of day when known)."""
+    evaluated = (
+        f" The plan evaluation is as of the last complete day, {escape(as_of)}." if as_of else ""
+    )
     return (
         f'<p class="notice">本月尚未结束 · {escape(progress)}. Values, changes and ranks are '
         "provisional; the coverage beside each value says how much of the expected data they "
-        "rest on.</p>"
+        f"rest on.{evaluated}</p>"
     )
 
 
@@ -461,7 +470,12 @@ def month_progress(report: dict[str, Any]) -> str | None:
     """How far the report's month had run when the report was generated; None once it is over.
 
     E.g. ``month in progress: data to 2026-10-17 14:00 (Asia/Shanghai), 54% of the month``.
+    A report that carries ``completeness`` (reports.monthly) is in progress exactly when that
+    says ``partial``, so the notice and the completeness note never disagree.
     """
+    completeness = report.get("completeness")
+    if isinstance(completeness, dict) and "partial" in completeness and not completeness["partial"]:
+        return None
     period = report.get("period", {})
     try:
         start = datetime.fromisoformat(period["start"])

@@ -377,3 +377,4 @@ def test_ties_are_marked_and_areas_without_devices_are_not_ranked(report_db: str
     assert _row(report, "rates", CW, "complaint_density")["rank"] == 1
     html = render_html.to_html(report).decode()
     assert ">1=<" in html
+    assert html.count(">1=. ") == 2  # the tie in the lighting ranking chart's labels too

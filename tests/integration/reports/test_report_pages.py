@@ -50,11 +50,21 @@ def seed(dsn: str, months: list[str], *, partial_area: str | None = None) -> lis
     """One hour of sums per area, metric and month (values vary by area); returns the codes.
 
     Heating metrics only in the heating season (Nov-Mar), like the stream writes them.
-    ``partial_area`` gets a lighting coverage of 60 %.
+    ``partial_area`` gets a lighting coverage of 60 %. Every area has a device of each kind
+    (areas without devices are not ranked).
     """
     rows: list[tuple[Any, ...]] = []
     with psycopg.connect(dsn, options="-c TimeZone=UTC") as conn:
         codes = [r[0] for r in conn.execute("SELECT code FROM areas ORDER BY code").fetchall()]
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO devices (device_id, kind, area_code) VALUES (%s, %s, %s)",
+                [
+                    (f"{kind}-{code}", kind, code)
+                    for code in codes
+                    for kind in ("streetlight", "heating", "manhole", "charger")
+                ],
+            )
         for mi, label in enumerate(months):
             if label in EMPTY_MONTHS:
                 continue
@@ -239,6 +249,9 @@ def test_one_month_in_progress_is_a_marked_value_not_a_lonely_point(
     assert "month in progress: data to 2026-01-17 14:00 (Asia/Shanghai), 53% of the month" in html
     assert html.count("ranks provisional") == len(RANK_METRICS)
     assert html.count("本月尚未结束") == 1
+    # said once: the completeness note does not repeat it, the notice gives the as-of day
+    assert "is in progress; figures cover" not in html
+    assert "the plan evaluation is as of the last complete day, 2026-01-16" in html.lower()
     assert "cov 98%" in html
 
     _need_pdf_tools()

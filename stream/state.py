@@ -25,6 +25,7 @@ from cityops.settings import StreamSettings
 from stream import kernels
 
 HOUR_MS = 3_600_000
+GATHER_FROM = 100_000  # readings in one update from which the batch is gathered first
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -250,21 +251,29 @@ class SensorState:
             if self.detector.slot_by not in ("hour", "none"):
                 raise ValueError(f"{self.kind.value}: slots by {self.detector.slot_by} needed")
             slots = self.slots_of(ts, {})
-        # The readings in visiting order first (one vectorised gather), so the kernel reads them
-        # sequentially instead of jumping through a large batch; the scores go back after.
         order = np.ascontiguousarray(order, dtype=np.int64)
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        score = np.full(len(ts), np.nan)
+        cause = np.zeros(len(ts), dtype=np.int8)
+        state = (
+            self.params, self.detector.carry, self.last_ts, self.last_val, self.count,
+            self.flat_since, self.last_slot, self.start_ts, self.level, self.var, self.fvar,
+            self.surprise, self.slots,
+        )  # fmt: skip
         m = len(order)
+        if m < GATHER_FROM:  # a live batch: small enough to stay in cache
+            kernels.anomaly_update(dev, ts, values, slots, order, *state, score, cause)
+            return score, cause
+        # A large batch (backfill, benchmark): the readings in visiting order first (one
+        # vectorised gather), so the kernel reads them sequentially instead of jumping through
+        # the batch; the scores go back after.
         score_o = np.empty(m)
         cause_o = np.empty(m, dtype=np.int8)
         kernels.anomaly_update(
-            dev[order], ts[order], np.asarray(values, dtype=np.float64)[order],
-            np.asarray(slots, dtype=np.int64)[order], np.arange(m, dtype=np.int64), self.params,
-            self.detector.carry, self.last_ts, self.last_val, self.count, self.flat_since,
-            self.last_slot, self.start_ts, self.level, self.var, self.fvar, self.surprise,
-            self.slots, score_o, cause_o,
+            dev[order], ts[order], values[order], slots[order], np.arange(m, dtype=np.int64),
+            *state, score_o, cause_o,
         )  # fmt: skip
-        score = np.full(len(ts), np.nan)
-        cause = np.zeros(len(ts), dtype=np.int8)
         score[order] = score_o
         cause[order] = cause_o
         return score, cause

@@ -233,3 +233,23 @@ def test_late_and_duplicate_readings_are_not_scored() -> None:
     score, _ = state.update(np.zeros(2, np.int64), late, np.array([30.0, 30.0]))
     assert np.isnan(score).all()
     assert state.last_ts[0] == ts[-1]
+
+
+def test_a_large_batch_is_scored_like_a_small_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gathered path (large batches) gives the same scores and state as the direct one."""
+    import stream.state as state_mod
+
+    rng = np.random.default_rng(9)
+    n, n_dev = 5_000, 40
+    dev = rng.integers(0, n_dev, n).astype(np.int64)
+    ts = np.sort(rng.integers(0, 3 * 86_400_000, n)).astype(np.int64) + T0
+    val = np.round(21 + rng.normal(0, 0.3, n), 1)
+    direct = SensorState(Kind.HEATING, n_dev, StreamSettings(anomaly_warmup=5))
+    s1, c1 = direct.update(dev, ts, val)
+    monkeypatch.setattr(state_mod, "GATHER_FROM", 1)
+    gathered = SensorState(Kind.HEATING, n_dev, StreamSettings(anomaly_warmup=5))
+    s2, c2 = gathered.update(dev, ts, val)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_array_equal(direct.slots, gathered.slots)
+    assert not np.isnan(s1).all()

@@ -670,6 +670,17 @@ class _Probe:
                     self.seen.setdefault(str(d), now)
 
 
+def stop_all(service: Any, pipeline: Any, broker: subprocess.Popen[bytes]) -> None:
+    """Stop ingest, then its consumers, then the private broker (even if a step fails)."""
+    try:
+        service.request_stop()
+        service.stop()
+        pipeline.stop()
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+
+
 def measure_latency(admin: str, *, seconds: float, triggers_per_s: float) -> dict[str, Any]:
     """Run ingest with the pipeline under load; return latency stats."""
     from cityops.cli.pipeline import build_pipeline
@@ -713,13 +724,7 @@ def measure_latency(admin: str, *, seconds: float, triggers_per_s: float) -> dic
                 timeout=seconds + 120,
             )
         finally:
-            try:
-                service.request_stop()
-                service.stop()
-                pipeline.stop()
-            finally:
-                broker.terminate()
-                broker.wait(timeout=10)
+            stop_all(service, pipeline, broker)
     got = json.loads(child.stdout.decode().strip().splitlines()[-1])
     lat = np.array(got["latencies_ms"])
     sent, arrived = got["sent"], got["arrived"]

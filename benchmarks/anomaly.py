@@ -56,7 +56,7 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from alerts.quality import FiredAlert, TruthFault, score_anomalies  # noqa: E402
 from alerts.rules import AnomalyRule, RuleHolder  # noqa: E402
-from benchmarks.alerts import admin_dsn, scratch_db, start_broker  # noqa: E402
+from benchmarks.alerts import admin_dsn, scratch_db, start_broker, stop_all  # noqa: E402
 from cityops import catalog, registry  # noqa: E402
 from cityops.catalog import Kind  # noqa: E402
 from cityops.settings import (  # noqa: E402
@@ -189,13 +189,7 @@ def run_product(dsn: str, sim: Simulation, workdir: Path) -> tuple[list[FiredAle
         if counter.readings < published:
             raise RuntimeError(f"pipeline saw {counter.readings} of {published} readings")
     finally:
-        try:
-            service.request_stop()
-            service.stop()
-            pipeline.stop()
-        finally:
-            broker.terminate()
-            broker.wait(timeout=10)
+        stop_all(service, pipeline, broker)
     elapsed = time.perf_counter() - t0
     rules = {r.name for r in anomaly_rules().values()}
     with psycopg.connect(dsn) as conn:

@@ -103,7 +103,10 @@ def _start_broker(
     if not Path(binary).exists():
         missing_service("mosquitto", "binary not installed")
     port = port or free_port()
-    device_port = device_port or free_port()
+    # Two free_port() calls can hand back the same port (each releases it at once); the two
+    # listeners must differ or mosquitto fails with "Address already in use".
+    while not device_port or device_port == port:
+        device_port = free_port()
     (workdir / "mosquitto.conf").write_text(
         text.format(port=port, device_port=device_port, dir=workdir), encoding="utf-8"
     )

@@ -108,16 +108,24 @@ def rules_file(workdir: Path) -> Path:
     return path
 
 
-def build_sim(devices: int, days: int, seed: int, shape_rate: float) -> Simulation:
-    """Lamps, rooms and connectors; shapes injected once the detectors have learnt."""
-    lamps = devices * 3 // 8
+SIZES = {  # lamps, rooms, charging piles; days; shapes per device per day
+    "quick": ((400, 600, 60), 2, 0.4),
+    "full": ((1_200, 1_800, 300), 4, 0.2),
+}
+
+
+def build_sim(
+    devices: tuple[int, int, int], days: int, seed: int, shape_rate: float
+) -> Simulation:
+    """Lamps, rooms and charging piles; shapes injected once the detectors have learnt."""
+    lamps, rooms, piles = devices
     spec = scenario.ScenarioSpec(
         name="anomaly",
         mains_lamps=lamps // 2,
         solar_lamps=lamps - lamps // 2,
         manholes=0,
-        heating=devices * 3 // 8,
-        chargers=devices - 2 * lamps,
+        heating=rooms,
+        chargers=piles,
     )
     return Simulation(
         scenario.generate(spec, seed=seed),
@@ -324,7 +332,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
     quiet_logs()
-    devices, days, rate = (1_600, 2, 0.25) if args.quick else (3_200, 3, 0.15)
+    devices, days, rate = SIZES["quick" if args.quick else "full"]
     t_start = time.perf_counter()
     sim = build_sim(devices, days, args.seed, rate)
     workdir = Path(tempfile.mkdtemp(prefix="cityops-bench-anomaly-"))
@@ -333,7 +341,7 @@ def main() -> None:
             report = registry.import_devices(conn, scenario.registry_records(sim.scenario), "bench")
             if report.errors:
                 raise RuntimeError(f"registry import failed: {report.errors[:3]}")
-        log(f"replaying {devices} devices over {days} days through broker, ingest, stream, alerts")
+        log(f"replaying {sum(devices)} devices (lamps, rooms, piles: {devices}) over {days} days through broker, ingest, stream, alerts")
         fired, readings, elapsed = run_product(dsn, sim, workdir)
         log(f"{readings} readings in {elapsed:.0f} s; {len(fired)} anomaly alerts; baseline next")
         base = baseline_alerts(dsn, StreamSettings())
@@ -351,7 +359,7 @@ def main() -> None:
         "benchmark": "anomaly",
         "quick": args.quick,
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
-        "devices": devices,
+        "devices": dict(zip(("lamps", "rooms", "charging_piles"), devices, strict=True)),
         "days": days,
         "readings": readings,
         "replay_s": round(elapsed, 1),

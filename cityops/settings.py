@@ -275,7 +275,7 @@ class StreamSettings(_Group):
         "slots, of each slot's baseline): hours to days of a sensor's readings.",
     )
     anomaly_level_memory: int = Field(
-        default=72,
+        default=24,
         ge=2,
         le=1_000_000,
         description="Readings of memory of a seasonal field's level (its slow, weather-driven "

@@ -44,6 +44,12 @@ class ShapeSpec:
     max_h: float
     magnitude: Mapping[Kind, tuple[float, float]]
     signed: bool = False  # the offset may go either way (rooms); power shapes only add
+    # A kind's own duration range where it needs one (hours).
+    hours: Mapping[Kind, tuple[float, float]] | None = None
+
+    def duration_h(self, kind: Kind) -> tuple[float, float]:
+        """The range of this shape's duration on ``kind``, hours."""
+        return (self.hours or {}).get(kind, (self.min_h, self.max_h))
 
 
 H, L, C = Kind.HEATING, Kind.STREETLIGHT, Kind.CHARGER
@@ -64,7 +70,12 @@ SHAPES: Mapping[FaultType, ShapeSpec] = {
     FaultType.NOISY: ShapeSpec(
         kinds=(H, L, C), min_h=2, max_h=4, magnitude={H: (2, 4), L: (0.2, 0.4), C: (0.6, 1.0)}
     ),
-    FaultType.FLATLINE: ShapeSpec(kinds=(H, L), min_h=4, max_h=10, magnitude={}),
+    # A room reports every 10-30 min and, at 0.1 °C, repeats its value 20-30 % of the time:
+    # a frozen room takes 12 or so identical reports to stand out at the false-alarm budget
+    # (docs/alerts.md), 6 h at 30 min. Its flatlines run 8-24 h (16-144 reports).
+    FaultType.FLATLINE: ShapeSpec(
+        kinds=(H, L), min_h=4, max_h=10, magnitude={}, hours={H: (8, 24)}
+    ),
 }  # fmt: skip
 VALUE_SHAPES = frozenset(t for t in SHAPES if t is not FaultType.FLATLINE)
 RATED_ATTR: Mapping[Kind, str] = {L: "rated_power_w", C: "power_kw"}
@@ -133,6 +144,19 @@ def apply(fault: Fault, value: float | None, t_ms: int, rng: np.random.Generator
 _SHAPE_STREAM = 7_500
 
 
+def _within_run(ctx: PlanContext, constraint: Constraint | None) -> Constraint:
+    """``constraint`` and a window that ends inside the run: a shape cut short by the end of
+    the run would be judged on less than its drawn duration (a short flatline is no flatline)."""
+
+    def check(start: int, end: int) -> tuple[int, int] | None:
+        window = (start, end) if constraint is None else constraint(start, end)
+        if window is None or window[1] > ctx.end_ms:
+            return None
+        return window
+
+    return check
+
+
 def plan_shapes(
     tables: Mapping[Kind, Any],
     ctx: PlanContext,
@@ -156,9 +180,10 @@ def plan_shapes(
             spec = SHAPES[ftype]
             count = int(rng.poisson(len(table) * rate * days / len(types)))
             for _ in range(count):
-                window = draw_window(rng, ctx, spec.min_h, spec.max_h, (constraints or {}).get(
-                    (kind, ftype)
-                ))  # fmt: skip
+                window = draw_window(
+                    rng, ctx, *spec.duration_h(kind),
+                    _within_run(ctx, (constraints or {}).get((kind, ftype))),
+                )  # fmt: skip
                 free = np.flatnonzero(~taken)
                 if window is None or len(free) == 0:
                     continue

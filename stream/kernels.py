@@ -316,6 +316,7 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
     var,
     fvar,
     surprise,
+    same_rate,
     slots,
     score,
     cause,
@@ -337,15 +338,19 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
     reading on. The spread never goes below the field's resolution ``floor`` nor ``rel_floor``
     times the baseline. A reading's score is computed *before* it updates any of that:
     ``max(|x - baseline| / sd, flat, noise)`` where ``flat`` grows with the improbability of the
-    current run of repeated values (``slots[s, SAME]`` is how often the slot repeats; ``z_ref``
-    at ``10**-flat_log10``) and ``noise`` with the short-term spread ``fvar`` (``z_ref`` at
-    ``noise_ratio`` times the usual one). ``cause`` says which was largest (1 value, 2 flat,
+    current run of repeated values (how often the sensor repeats a value: ``same_rate`` per
+    sensor with ``carry``, ``slots[s, SAME]`` per state without; ``z_ref`` at
+    ``10**-flat_log10``) and ``noise`` with the short-term spread ``fvar`` of the steps between
+    consecutive readings in one slot (``z_ref`` at ``noise_ratio`` times the usual spread). ``cause`` says which was largest (1 value, 2 flat,
     3 noise). No score (NaN, cause 0) during the first ``warmup`` readings, and with ``carry``
     before a whole day (``season_warmup_ms`` from ``start_ts``) has shown every hour once. With
     ``reseed`` that slot, entered from another one, starts again from the entering reading,
     unscored (a connector's power is set by each new car; what is judged is the session).
-    Learning clips residuals at ``clip`` standard deviations, so one outlier barely moves the
-    baseline while a lasting shift is learnt over the memory. Late and duplicate readings are
+    Learning clips residuals at ``clip`` standard deviations, and an outlier (its value or its flat statistic above ``clip``) teaches the level,
+    its slot and the spreads at the long memories' rates (``1 / level_memory``, ``1 /
+    slot_memory``, ``1 / memory``) even where the slot is young, so an anomaly barely moves the
+    baseline while a lasting shift is learnt over the memory. The spread a reading is judged
+    against includes the uncertainty of its slot's baseline (``× (1 + 1 / readings learnt)``). Late and duplicate readings are
     skipped (NaN); a reading without the value (NaN) or without a slot (< 0) only moves the last
     time. Returns the number of readings whose value was applied.
     """
@@ -399,18 +404,26 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
         if slots[d, s, SLOT_COUNT] > 0.0 and not entered:
             mean = np.float64(slots[d, s, SLOT_MEAN])
             slot_var = np.float64(slots[d, s, SLOT_VAR])
-            same = np.float64(slots[d, s, SLOT_SAME])
+            same = np.float64(same_rate[d] if carry else slots[d, s, SLOT_SAME])
             pred = level[d] + mean
             resid = x - pred
             rel = rel_floor * pred
-            v = max(var[d] if carry else slot_var, floor2, rel * rel)
+            # the slot's baseline is itself an estimate from its readings so far: the spread a
+            # reading is judged against includes that uncertainty (predictive variance)
+            v = max(var[d] if carry else slot_var, floor2, rel * rel) * (
+                1.0 + 1.0 / np.float64(slots[d, s, SLOT_COUNT])
+            )
             sd = np.sqrt(v)
             # --- score, before learning ---
             if repeat:
                 surprise[d] -= np.log10(min(max(same, 0.01), 0.99))
             else:
                 surprise[d] = 0.0
-            fv = (1.0 - fast_alpha) * fvar[d] + fast_alpha * resid * resid
+            # the short-term spread: of the step from the last reading (half its square: a
+            # step of two independent readings has twice their variance), blind to the level
+            # (a shift or a ramp moves it once or slowly), not to a burst of noise
+            step = x - last_val[d] if n > 0 and (carry or s == last_slot[d]) else 0.0
+            fv = (1.0 - fast_alpha) * fvar[d] + fast_alpha * 0.5 * step * step
             k = np.float64(slots[d, s, SLOT_COUNT]) + 1.0
             if carry:
                 judged = n >= warmup and t - start_ts[d] >= season_warmup_ms
@@ -431,18 +444,26 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
                 cause[i] = c
                 lim = clip * sd
                 rc = min(max(resid, -lim), lim)
+                outlier = abs(resid) > lim or zf > clip  # the baseline's own statistics
             else:
                 rc = resid
+                outlier = False
             # --- learn ---
             a_v = max(1.0 / (n + 1.0), 1.0 / memory)
-            var[d] += a_v * (rc * rc - var[d])
-            fvar[d] = (1.0 - fast_alpha) * fvar[d] + fast_alpha * rc * rc
+            var[d] += (1.0 / memory if outlier else a_v) * (rc * rc - var[d])
+            fvar[d] = fv
+            # An outlier teaches the baselines at their long memory's rate only, however young
+            # they are: a lasting change is learnt, an anomaly does not become the baseline.
             if carry:
-                level[d] += max(1.0 / (n + 1.0), 1.0 / level_memory) * rc
-            a_s = max(1.0 / k, 1.0 / slot_memory)
+                a_l = 1.0 / level_memory if outlier else max(1.0 / (n + 1.0), 1.0 / level_memory)
+                level[d] += a_l * rc
+                same_rate[d] = same + a_v * ((1.0 if repeat else 0.0) - same)
+            a_s = 1.0 / slot_memory if outlier else max(1.0 / k, 1.0 / slot_memory)
             slots[d, s, SLOT_MEAN] = mean + a_s * rc
-            slots[d, s, SLOT_VAR] = slot_var + max(1.0 / k, 1.0 / memory) * (rc * rc - slot_var)
-            slots[d, s, SLOT_SAME] = same + a_s * ((1.0 if repeat else 0.0) - same)
+            a_sv = 1.0 / memory if outlier else max(1.0 / k, 1.0 / memory)
+            slots[d, s, SLOT_VAR] = slot_var + a_sv * (rc * rc - slot_var)
+            if not carry:
+                slots[d, s, SLOT_SAME] = same + a_s * ((1.0 if repeat else 0.0) - same)
             slots[d, s, SLOT_COUNT] = min(k, 1e9)
         elif not entered:
             if carry:  # the sensor's first reading: the level starts here, the shape at 0
@@ -457,6 +478,7 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
                 var[d] = 0.0
                 fvar[d] = 0.0
                 surprise[d] = 0.0
+                same_rate[d] = 0.5
         if n == 0:
             start_ts[d] = t
         if n == 0 or not repeat:

@@ -192,7 +192,7 @@ def anomaly_scores(  # noqa: PLR0912, PLR0915 (written out literally, to be chec
             d,
             {
                 "last_ts": None, "last_val": math.nan, "n": 0, "last_slot": 0, "level": 0.0,
-                "start": 0, "var": 0.0, "fvar": 0.0, "surprise": 0.0, "slots": {},
+                "start": 0, "var": 0.0, "fvar": 0.0, "surprise": 0.0, "same": 0.5, "slots": {},
             },
         )  # fmt: skip
         if st["last_ts"] is not None and t <= st["last_ts"]:
@@ -217,16 +217,20 @@ def anomaly_scores(  # noqa: PLR0912, PLR0915 (written out literally, to be chec
             st["fvar"] = max(slot_v, floor * floor, (rel_floor * x) ** 2)
         if s in slots and not entered:
             sl = slots[s]
-            mean, slot_var, same = float(sl["mean"]), float(sl["var"]), float(sl["same"])
+            mean, slot_var = float(sl["mean"]), float(sl["var"])
+            same = st["same"] if carry else float(sl["same"])
             pred = st["level"] + mean
             resid = x - pred
-            v = max(st["var"] if carry else slot_var, floor * floor, (rel_floor * pred) ** 2)
+            v = max(st["var"] if carry else slot_var, floor * floor, (rel_floor * pred) ** 2) * (
+                1 + 1 / float(sl["count"])
+            )
             sd = math.sqrt(v)
             if repeat:
                 st["surprise"] += -math.log10(min(max(same, 0.01), 0.99))
             else:
                 st["surprise"] = 0.0
-            fast = (1 - fast_alpha) * st["fvar"] + fast_alpha * resid * resid
+            step = x - st["last_val"] if n > 0 and (carry or s == st["last_slot"]) else 0.0
+            fast = (1 - fast_alpha) * st["fvar"] + fast_alpha * 0.5 * step * step
             k = float(sl["count"]) + 1
             if carry:
                 judged = n >= warmup and t - st["start"] >= season_warmup_ms
@@ -239,16 +243,25 @@ def anomaly_scores(  # noqa: PLR0912, PLR0915 (written out literally, to be chec
                     math.sqrt(fast / v) / noise_ratio * z_ref,
                 )
                 rc = min(max(resid, -clip * sd), clip * sd)
+                outlier = (
+                    abs(resid) > clip * sd or st["surprise"] / flat_log10 * z_ref > clip
+                )
             else:
                 rc = resid
-            st["var"] += max(1 / (n + 1), 1 / memory) * (rc * rc - st["var"])
-            st["fvar"] = (1 - fast_alpha) * st["fvar"] + fast_alpha * rc * rc
+                outlier = False
+            a_v = max(1 / (n + 1), 1 / memory)
+            st["var"] += (1 / memory if outlier else a_v) * (rc * rc - st["var"])
+            st["fvar"] = fast
             if carry:
-                st["level"] += max(1 / (n + 1), 1 / level_memory) * rc
-            a_s = max(1 / k, 1 / slot_memory)
+                a_l = 1 / level_memory if outlier else max(1 / (n + 1), 1 / level_memory)
+                st["level"] += a_l * rc
+                st["same"] = same + a_v * ((1.0 if repeat else 0.0) - same)
+            a_s = 1 / slot_memory if outlier else max(1 / k, 1 / slot_memory)
             sl["mean"] = f32(mean + a_s * rc)
-            sl["var"] = f32(slot_var + max(1 / k, 1 / memory) * (rc * rc - slot_var))
-            sl["same"] = f32(same + a_s * ((1.0 if repeat else 0.0) - same))
+            a_sv = 1 / memory if outlier else max(1 / k, 1 / memory)
+            sl["var"] = f32(slot_var + a_sv * (rc * rc - slot_var))
+            if not carry:
+                sl["same"] = f32(same + a_s * ((1.0 if repeat else 0.0) - same))
             sl["count"] = f32(min(k, 1e9))
         elif not entered:
             if carry:

@@ -2,9 +2,9 @@
 
 One ``SensorState`` per kind follows one reading field of that kind (``DETECTORS``) with
 preallocated arrays indexed by device position, updated by ``kernels.anomaly_update``: per sensor
-nine scalars (72 bytes) and, per slot, baseline, spread, count and repeat rate as float32 (16
+twelve scalars (96 bytes) and, per slot, baseline, spread, count and repeat rate as float32 (16
 bytes a slot: 384 bytes for the 24 hours of a room sensor, 48 for the 3 power states of a lamp). The
-state is saved to ``sensor_state`` (migration 0012) and restored at start, so a restart does not
+state is saved to ``sensor_state`` (migrations 0012, 0016) and restored at start, so a restart does not
 re-learn every sensor (docs/alerts.md, "The anomaly detector").
 """
 
@@ -122,17 +122,17 @@ ON CONFLICT (kind, field, device_id) DO UPDATE SET
     last_val = EXCLUDED.last_val, n = EXCLUDED.n, flat_since = EXCLUDED.flat_since,
     last_slot = EXCLUDED.last_slot, start_ts = EXCLUDED.start_ts, level = EXCLUDED.level,
     var = EXCLUDED.var, fvar = EXCLUDED.fvar,
-    surprise = EXCLUDED.surprise, slots = EXCLUDED.slots
+    surprise = EXCLUDED.surprise, same_rate = EXCLUDED.same_rate, slots = EXCLUDED.slots
 """
 LOAD_SQL = """
 SELECT device_id, last_ts, last_val, n, flat_since, last_slot, start_ts, level, var, fvar,
-       surprise, slots
+       surprise, same_rate, slots
 FROM sensor_state
 WHERE kind = %(kind)s AND field = %(field)s AND model = %(model)s AND device_id = ANY(%(ids)s)
 """
 _COLUMNS = (
     "kind, field, device_id, model, saved_at, last_ts, last_val, n, flat_since, last_slot, "
-    "start_ts, level, var, fvar, surprise, slots"
+    "start_ts, level, var, fvar, surprise, same_rate, slots"
 )
 
 
@@ -142,7 +142,7 @@ class SensorState:
     _ARRAYS = (
         "last_ts", "last_val", "count", "flat_since", "last_slot", "start_ts", "level", "var",
         "fvar",
-        "surprise", "down_at", "slots",
+        "surprise", "same_rate", "down_at", "slots",
     )  # fmt: skip
 
     def __init__(
@@ -196,6 +196,7 @@ class SensorState:
         self.var = np.zeros(n)
         self.fvar = np.zeros(n)
         self.surprise = np.zeros(n)
+        self.same_rate = np.full(n, 0.5)  # share of readings repeating the last value (rooms)
         self.down_at = np.full(n, kernels.NO_TS, dtype=np.int64)  # last will / offline report
         # per slot: baseline, spread, readings learnt, share of repeated values
         # (kernels.SLOT_MEAN ...), one cache line's worth per slot
@@ -204,7 +205,7 @@ class SensorState:
     @property
     def model(self) -> str:
         """The layout of the saved state; a saved state of another layout is not restored."""
-        return f"v4:{self.field}:{self.detector.slot_by}:{self.n_slots}"
+        return f"v5:{self.field}:{self.detector.slot_by}:{self.n_slots}"
 
     def reindex(self, old_pos: np.ndarray) -> None:
         """Re-lay the arrays for a new device order: ``old_pos[i]`` is new device i's old
@@ -259,7 +260,7 @@ class SensorState:
         state = (
             self.params, self.detector.carry, self.last_ts, self.last_val, self.count,
             self.flat_since, self.last_slot, self.start_ts, self.level, self.var, self.fvar,
-            self.surprise, self.slots,
+            self.surprise, self.same_rate, self.slots,
         )  # fmt: skip
         m = len(order)
         if m < GATHER_FROM:  # a live batch: small enough to stay in cache
@@ -312,16 +313,19 @@ class SensorState:
             last_ts_ms=int(self.last_ts[d]),
             last_value=float(self.last_val[d]),
             baseline=float(self.level[d] + self.slots[d, self.last_slot[d], kernels.SLOT_MEAN]),
-            std=float(np.sqrt(max(self.spread2(d), self.floor**2))),
+            std=float(np.sqrt(self.spread2(d))),
             flat_since_ms=int(self.flat_since[d]),
             count=int(self.count[d]),
         )
 
     def spread2(self, d: int) -> float:
-        """The variance a reading of sensor ``d`` in its last slot is judged against."""
-        if self.detector.carry:
-            return float(self.var[d])
-        return float(self.slots[d, self.last_slot[d], kernels.SLOT_VAR])
+        """The variance a reading of sensor ``d`` in its last slot is judged against (without
+        the relative floor): the spread, at least the resolution, widened by the uncertainty of
+        the slot's baseline (``× (1 + 1 / its readings)``), as in ``kernels.anomaly_update``."""
+        slot = self.slots[d, self.last_slot[d]]
+        spread = max(float(self.var[d] if self.detector.carry else slot[kernels.SLOT_VAR]),
+                     self.floor**2)  # fmt: skip
+        return spread * (1.0 + 1.0 / max(float(slot[kernels.SLOT_COUNT]), 1.0))
 
     # --- persistence ------------------------------------------------------------------------
 
@@ -347,7 +351,7 @@ class SensorState:
                             int(self.last_slot[d]), int(self.start_ts[d]), float(self.level[d]),
                             float(self.var[d]),
                             float(self.fvar[d]),
-                            float(self.surprise[d]), slots.tobytes(),
+                            float(self.surprise[d]), float(self.same_rate[d]), slots.tobytes(),
                         )
                     )  # fmt: skip
             conn.execute(SAVE_SQL)
@@ -378,7 +382,7 @@ class SensorState:
             if d < 0:
                 continue
             (_, last_ts, last_val, n, flat_since, last_slot, start, level, var, fvar, surprise,
-             blob) = row  # fmt: skip
+             same_rate, blob) = row  # fmt: skip
             slots = np.frombuffer(bytes(blob), dtype="<f4")
             if slots.shape[0] != 4 * s:
                 continue
@@ -392,6 +396,7 @@ class SensorState:
             self.var[d] = var
             self.fvar[d] = fvar
             self.surprise[d] = surprise
+            self.same_rate[d] = same_rate
             self.slots[d] = slots.reshape(s, 4)
             restored += 1
         return restored

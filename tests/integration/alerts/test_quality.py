@@ -96,4 +96,7 @@ def test_anomaly_shapes_score_against_ground_truth(migrated_db: str) -> None:
 
 
 # Below 1.0 where the run has a fault no detector can see (see docs/alerts.md, "Anomaly quality").
-MIN_RECALL: dict[str, float] = {}
+# charger.spike: one of the 9 spikes of this run falls on the first readings of a connector's
+# first session since the learning day: the entering reading restarts the session's baseline,
+# unscored by design, and the state's first 8 readings are its warm-up.
+MIN_RECALL: dict[str, float] = {"charger.spike": 8 / 9}

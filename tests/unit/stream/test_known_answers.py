@@ -138,8 +138,11 @@ def test_sensor_state_flags_flatline_and_offline() -> None:
     view = state.view(0)
     assert view.count == 30
     assert view.baseline == pytest.approx(19.0)
-    assert view.std == pytest.approx(0.1)  # a constant series: the spread is its resolution
-    assert state.nbytes == 2 * (11 * 8 + 24 * 4 * 4)
+    # a constant series: the spread is its resolution, widened by the uncertainty of a baseline
+    # learnt from the slot's readings so far
+    learnt = float(state.slots[0, state.last_slot[0], 2])
+    assert view.std == pytest.approx(0.1 * np.sqrt(1 + 1 / learnt))
+    assert state.nbytes == 2 * (12 * 8 + 24 * 4 * 4)
     # A last will marks the sensor offline at once; its next reading brings it back.
     state.report_status(0, False, int(ts[-1]) + MIN)
     assert state.offline(int(ts[-1]) + 2 * MIN, np.array([True, True])).tolist() == [True, True]

@@ -201,6 +201,7 @@ class AlertEngine:
         self.db_timeout_s = db_timeout_s
         self.db_ok = True
         self.db_failures = 0
+        self._last_ok = time.monotonic()  # the last database work that succeeded
         # A partitioned ingest worker evaluates only its partition's areas: their devices,
         # their open alerts and their area-level rules (cityops.partition).
         self.owns_area = owns_area
@@ -291,6 +292,7 @@ class AlertEngine:
                     with self.pool.connection(timeout=self.db_timeout_s) as conn:
                         transitions += self._eval_aggregates(conn, now)
                         transitions += self._eval_complaint_spikes(conn, now)
+                    self._db_answered()
                 except DB_ERRORS as err:
                     self._db_failed(err, "tick")
             transitions += self._eval_groups(transitions)
@@ -299,8 +301,11 @@ class AlertEngine:
             return sent
 
     def lag_s(self) -> float:
-        """Seconds the oldest transition not stored yet has waited (0: everything stored)."""
+        """Seconds the oldest transition not stored yet has waited, or since the database last
+        answered while it does not (0: everything stored and the database answering)."""
         since = self._unstored_since
+        if since is None and not self.db_ok:
+            since = self._last_ok
         return 0.0 if since is None else max(0.0, time.monotonic() - since)
 
     def readiness(self) -> dict[str, Any]:
@@ -312,6 +317,11 @@ class AlertEngine:
             "database": self.db_ok,
             "unstored_transitions": len(self._unstored),
         }
+
+    def _db_answered(self) -> None:
+        self.backoff.succeeded()
+        self.db_ok = True
+        self._last_ok = time.monotonic()
 
     def _db_failed(self, err: Exception, during: str) -> None:
         self.db_ok = False
@@ -330,6 +340,9 @@ class AlertEngine:
                 heartbeat.write(conn, self.consumer, lag_s=self.lag_s())
         except DB_ERRORS as err:
             self._db_failed(err, "heartbeat")
+            return
+        if not self._unstored:
+            self._db_answered()
 
     def stop(self) -> None:
         """Store what is still waiting (one attempt) and mark the heartbeat row stopped."""
@@ -894,8 +907,7 @@ class AlertEngine:
         if self._unstored_since is not None:
             log.info("alert_engine_caught_up", transitions=len(transitions), lag_s=self.lag_s())
         self._unstored, self._unstored_complaints, self._unstored_since = [], [], None
-        self.backoff.succeeded()
-        self.db_ok = True
+        self._db_answered()
         if sent and self.notify is not None:
             try:
                 self.notify(sent)

@@ -149,6 +149,10 @@ class LiveRates:
         self.fenced = False
         self._read: psycopg.Connection[Any] | None = None
         self._work: _Work | None = None
+        # idle-time recomputes (no batch to carry the catch-up point): batches folded at the
+        # last flush, and (batches at the snapshot, its hours) until a later batch shows up
+        self._batches_seen = 0
+        self._suspect: tuple[int, dict[Kind, set[int]]] | None = None
 
     @classmethod
     def from_db(
@@ -459,6 +463,18 @@ class LiveRates:
     def _write_all(self, conn: psycopg.Connection[Any]) -> int:
         """Under the lock: catch up, upsert the touched hours, record progress."""
         written = 0
+        if self._suspect is not None and self.batches > self._suspect[0]:
+            # a batch arrived after an idle-time snapshot: it may have been committed before
+            # it (and counted twice), so those hours go through the catch-up point once more
+            for kind, hours in self._suspect[1].items():
+                self._kinds[kind].reopened |= hours
+            self._suspect = None
+        if self.fenced and self._work is None and self.batches == self._batches_seen:
+            # nothing arrived since the last flush: do not wait for a batch to recompute
+            self._work = self._snapshot()
+            if self._work is not None:
+                self._suspect = (self.batches, {k: set(h) for k, h in self._work.pending.items()})
+        self._batches_seen = self.batches
         work, self._work = self._work, None
         if work is not None and self._read is not None:  # snapshot taken by catch_up_point
             try:
@@ -503,8 +519,12 @@ class LiveRates:
         )
 
     def lag_s(self) -> float:
-        """Seconds since the last flush that left nothing waiting; 0 when nothing waits."""
-        if not self.pending():
+        """Seconds since the last flush that left nothing waiting (and reached the database).
+
+        0 while nothing waits and the database answered last time; during an outage it grows
+        from the last successful flush, whether or not batches arrived meanwhile.
+        """
+        if not self.pending() and (self.db_ok or (self.conn is None and self.connect is None)):
             return 0.0
         return max(0.0, time.monotonic() - self.last_clean)
 
@@ -613,17 +633,25 @@ class LiveRates:
         if self._work is not None or not any(live.reopened for live in self._kinds.values()):
             return
         with self._lock:
-            read = self._read
-            if self._work is not None or read is None or read.closed or read.broken:
-                return
-            try:
-                read.execute("SELECT 1")  # REPEATABLE READ: the snapshot of the whole recompute
-            except Exception as err:
-                log.warning("live_snapshot_failed", error=str(err).strip())
-                return  # the flush thread reconnects
-            self._work = self._take_work()
             if self._work is None:
-                read.rollback()
+                self._work = self._snapshot()
+
+    def _snapshot(self) -> _Work | None:
+        """Under the lock: open the recompute's snapshot on the read connection, take the work."""
+        read = self._read
+        if not any(live.reopened for live in self._kinds.values()):
+            return None
+        if read is None or read.closed or read.broken:
+            return None
+        try:
+            read.execute("SELECT 1")  # REPEATABLE READ: the snapshot of the whole recompute
+        except Exception as err:
+            log.warning("live_snapshot_failed", error=str(err).strip())
+            return None  # the flush thread reconnects
+        work = self._take_work()
+        if work is None:
+            read.rollback()
+        return work
 
     def _catch_up(
         self, read: psycopg.Connection[Any], conn: psycopg.Connection[Any], work: _Work

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import structlog
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from alerts import cases, store
 from alerts.directory import DeviceDirectory, DeviceInfo
@@ -41,7 +42,7 @@ from alerts.rules import (
     StateRule,
     ThresholdRule,
 )
-from cityops import catalog
+from cityops import catalog, heartbeat
 from cityops.batch import CAUSES, AnomalyScores, CommittedBatch, KindBatch, StatusChange
 from cityops.catalog import Kind, PowerState, ScheduleClass
 from cityops.clock import now as process_now
@@ -50,6 +51,9 @@ from cityops.schedule import HeatingCalendar, LightingSchedule
 log = structlog.get_logger(__name__)
 
 Notify = Callable[[Sequence[AlertNotice]], None]
+# A database that cannot be reached (or a pool that gives no connection in time): the
+# transitions are kept in order and stored once it answers again (``_commit``).
+DB_ERRORS = (psycopg.Error, PoolTimeout)
 
 _POWER = catalog.STREETLIGHT.reading_field("power_state")
 _OFF_CODE = (_POWER.allowed or ()).index(PowerState.OFF.value) if _POWER else -1
@@ -180,8 +184,24 @@ class AlertEngine:
         link_radius_m: float = 300.0,
         link_window: timedelta = timedelta(hours=48),
         owns_area: Callable[[str], bool] | None = None,
+        backoff: heartbeat.Backoff | None = None,
+        consumer: str | None = None,
+        max_lag_s: float = 60.0,
+        db_timeout_s: float = 5.0,
     ) -> None:
         self.rules = rules
+        # Database outages: transitions not stored yet (in order) and the complaints of their
+        # batches, since when they wait (monotonic), the retry schedule, the heartbeat row.
+        self._unstored: list[Transition] = []
+        self._unstored_complaints: list[Mapping[str, Any]] = []
+        self._unstored_since: float | None = None
+        self.backoff = backoff or heartbeat.Backoff(0.2, 10.0)
+        self.consumer = consumer
+        self.max_lag_s = max_lag_s
+        self.db_timeout_s = db_timeout_s
+        self.db_ok = True
+        self.db_failures = 0
+        self._last_ok = time.monotonic()  # the last database work that succeeded
         # A partitioned ingest worker evaluates only its partition's areas: their devices,
         # their open alerts and their area-level rules (cityops.partition).
         self.owns_area = owns_area
@@ -256,17 +276,86 @@ class AlertEngine:
             return self._commit(transitions, batch.complaints)
 
     def tick(self, now: datetime | None = None) -> list[AlertNotice]:
-        """Time-based conditions: for-durations, no data, flapping, areas, complaint spikes."""
+        """Time-based conditions: for-durations, no data, flapping, areas, complaint spikes.
+
+        While the database is unreachable the area and complaint-spike rules wait for the next
+        tick (they read stored rates and complaints); every transition is kept and stored once
+        the database answers (``_commit``), and the heartbeat row is written after each tick.
+        """
         now = now or self.clock()
         with self._lock:
             for_of = {r.name: r.for_ for r in self.rules.rules.rules}
             transitions = self.lifecycle.tick(now, for_of)
             transitions += self._eval_nodata(now)
-            with self.pool.connection() as conn:
-                transitions += self._eval_aggregates(conn, now)
-                transitions += self._eval_complaint_spikes(conn, now)
+            if self.backoff.due():
+                try:
+                    with self.pool.connection(timeout=self.db_timeout_s) as conn:
+                        transitions += self._eval_aggregates(conn, now)
+                        transitions += self._eval_complaint_spikes(conn, now)
+                    self._db_answered()
+                except DB_ERRORS as err:
+                    self._db_failed(err, "tick")
             transitions += self._eval_groups(transitions)
-            return self._commit(transitions, ())
+            sent = self._commit(transitions, ())
+            self._beat()
+            return sent
+
+    def lag_s(self) -> float:
+        """Seconds the oldest transition not stored yet has waited, or since the database last
+        answered while it does not (0: everything stored and the database answering)."""
+        since = self._unstored_since
+        if since is None and not self.db_ok:
+            since = self._last_ok
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
+
+    def readiness(self) -> dict[str, Any]:
+        """For ingest's /readyz: the database reachable and no transition waiting too long."""
+        lag = self.lag_s()
+        return {
+            "ok": lag <= self.max_lag_s,
+            "lag_s": round(lag, 3),
+            "database": self.db_ok,
+            "unstored_transitions": len(self._unstored),
+        }
+
+    def _db_answered(self) -> None:
+        self.backoff.succeeded()
+        self.db_ok = True
+        self._last_ok = time.monotonic()
+
+    def _db_failed(self, err: Exception, during: str) -> None:
+        self.db_ok = False
+        self.db_failures += 1
+        wait = self.backoff.failed()
+        log.warning(
+            "alert_engine_db_failed", during=during, error=str(err).strip(), retry_in_s=wait
+        )
+
+    def _beat(self) -> None:
+        """Record progress in consumer_heartbeat (skipped while the database is unreachable)."""
+        if self.consumer is None or not self.backoff.due():
+            return
+        try:
+            with self.pool.connection(timeout=self.db_timeout_s) as conn:
+                heartbeat.write(conn, self.consumer, lag_s=self.lag_s())
+        except DB_ERRORS as err:
+            self._db_failed(err, "heartbeat")
+            return
+        if not self._unstored:
+            self._db_answered()
+
+    def stop(self) -> None:
+        """Store what is still waiting (one attempt) and mark the heartbeat row stopped."""
+        with self._lock:
+            self.backoff.succeeded()
+            self._commit([], ())
+            if self.consumer is None:
+                return
+            try:
+                with self.pool.connection(timeout=self.db_timeout_s) as conn:
+                    heartbeat.write(conn, self.consumer, lag_s=self.lag_s(), stopped=True)
+            except DB_ERRORS as err:
+                self._db_failed(err, "stop")
 
     def reload_registry(self) -> None:
         """Pick up registry changes."""
@@ -796,11 +885,51 @@ class AlertEngine:
     def _commit(
         self, transitions: Sequence[Transition], complaints: Sequence[Mapping[str, Any]]
     ) -> list[AlertNotice]:
+        """Store the transitions waiting from earlier failures and these, in order, then notify.
+
+        When the database cannot be reached (or the back-off says not yet) they are all kept,
+        and stored with the next batch or tick that reaches it; their notices go out then.
+        """
+        if self._unstored or self._unstored_complaints:
+            transitions = [*self._unstored, *transitions]
+            complaints = [*self._unstored_complaints, *complaints]
         if not transitions and not complaints and not self._held:
             return []
+        if not self.backoff.due():
+            self._keep(transitions, complaints)
+            return []
+        try:
+            sent = self._store(transitions, complaints)
+        except DB_ERRORS as err:
+            self._keep(transitions, complaints)
+            self._db_failed(err, "commit")
+            return []
+        if self._unstored_since is not None:
+            log.info("alert_engine_caught_up", transitions=len(transitions), lag_s=self.lag_s())
+        self._unstored, self._unstored_complaints, self._unstored_since = [], [], None
+        self._db_answered()
+        if sent and self.notify is not None:
+            try:
+                self.notify(sent)
+            except Exception:
+                self.errors += 1
+                log.exception("alert_notify_failed", notices=len(sent))
+        return sent
+
+    def _keep(
+        self, transitions: Sequence[Transition], complaints: Sequence[Mapping[str, Any]]
+    ) -> None:
+        self._unstored = list(transitions)
+        self._unstored_complaints = list(complaints)
+        if self._unstored_since is None and (transitions or complaints):
+            self._unstored_since = time.monotonic()
+
+    def _store(
+        self, transitions: Sequence[Transition], complaints: Sequence[Mapping[str, Any]]
+    ) -> list[AlertNotice]:
         now = self.clock()
         sent: list[AlertNotice] = []
-        with self.pool.connection() as conn, conn.transaction():
+        with self.pool.connection(timeout=self.db_timeout_s) as conn, conn.transaction():
             notices = store.apply_transitions(conn, transitions, self.rules.rules)
             silences = store.active_silences(conn, now) if notices or self._held else []
             inhibited = self._inhibited_ids(conn, notices)
@@ -817,10 +946,4 @@ class AlertEngine:
                     radius_m=self.link_radius_m,
                     window=self.link_window,
                 )
-        if sent and self.notify is not None:
-            try:
-                self.notify(sent)
-            except Exception:
-                self.errors += 1
-                log.exception("alert_notify_failed", notices=len(sent))
         return sent

@@ -17,7 +17,12 @@ Cases: ``ingest_kill9`` (kill -9 of ingest mid-stream, restarted after 1 s), ``d
 ``session_takeover`` (a device's real credentials with ingest's client id, clean start, on both
 listeners, and with another device's id, repeatedly, mid-stream). Prints one JSON object.
 
-    .venv/bin/python benchmarks/faults.py [--quick] [--autosave-on-changes N]
+    .venv/bin/python benchmarks/faults.py [--quick] [--autosave-on-changes N] [--stream]
+
+``--stream`` runs ingest with its stream core (live rates) and adds, per case, the largest
+``cityops_stream_lag_seconds`` and the /readyz samples that were not ready during the case, the
+seconds until the lag was 0 again, and whether the case's hours in ``rates_hourly`` equal a
+recompute of them (``rates_rows``, ``rates_mismatched``; issue 16).
 
 ``--autosave-on-changes N`` runs the broker with ``autosave_on_changes true`` and
 ``autosave_interval N`` instead of the shipped time-based autosave (docs/operations.md).
@@ -127,7 +132,8 @@ class Broker:
 class Ingest:
     """`cityops ingest` as a separate process (so it can be killed)."""
 
-    def __init__(self, dsn: str, broker: Broker, workdir: Path) -> None:
+    def __init__(self, dsn: str, broker: Broker, workdir: Path, *, stream: bool = False) -> None:
+        self.stream = stream
         self.http_port = _free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CITYOPS_")}
         self.env.update(
@@ -153,7 +159,8 @@ class Ingest:
             self.proc = subprocess.Popen(  # noqa: S603 - this interpreter, the cityops CLI
                 [
                     *(sys.executable, "-m", "cityops", "ingest", "--client-id", INGEST_ID),
-                    *("--no-stream", "--no-alerts"),
+                    *(() if self.stream else ("--no-stream",)),
+                    "--no-alerts",
                 ],
                 env=self.env,
                 stdout=log,
@@ -176,6 +183,25 @@ class Ingest:
                 pass
             time.sleep(0.2)
         raise SystemExit(f"ingest did not become ready; see {self.log}")
+
+    def probe(self) -> tuple[float | None, bool]:
+        """(cityops_stream_lag_seconds or None, /readyz answered 200)."""
+        import urllib.error
+        import urllib.request
+
+        lag: float | None = None
+        ready = False
+        port = self.http_port
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith("cityops_stream_lag_seconds "):
+                        lag = float(line.split()[1])
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                ready = r.status == 200
+        except (urllib.error.URLError, OSError):
+            pass
+        return lag, ready
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Signal the worker and wait for it."""
@@ -350,6 +376,9 @@ def run_case(
             t.join()
             extra["takeover_attempts"] = counter[0] if counter else 0
 
+    watch = _Watch(ingest)
+    if ingest.stream:
+        watch.start()
     f = threading.Thread(target=fault)
     f.start()
     devices.run_for(seconds)
@@ -368,12 +397,76 @@ def run_case(
             last_change = time.monotonic()
     time.sleep(1.0)  # a late redelivery would land as a duplicate now
     rows, distinct = _stored(dsn, base, hi)
+    if ingest.stream:
+        extra.update(watch.finish())
+        extra.update(_rates_against_recompute(dsn, base))
     return {
         "published": published,
         "stored": distinct,
         "lost": max(0, published - distinct),
         "duplicated": rows - distinct,
         **extra,
+    }
+
+
+class _Watch:
+    """Samples the stream core's lag and ingest's /readyz during a case (``--stream``)."""
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        self.max_lag_s = 0.0
+        self.not_ready = 0
+        self.samples = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(0.25):
+            lag, ready = self.ingest.probe()
+            self.samples += 1
+            self.not_ready += not ready
+            if lag is not None:
+                self.max_lag_s = max(self.max_lag_s, lag)
+
+    def finish(self) -> dict[str, Any]:
+        """Wait (up to 60 s) for the lag to be 0 again; the figures of the case."""
+        since = time.monotonic()
+        while time.monotonic() - since < 60 and self.ingest.probe()[0] != 0.0:
+            time.sleep(0.25)
+        current_after = time.monotonic() - since
+        self.done.set()
+        self.thread.join()
+        return {
+            "stream_max_lag_s": round(self.max_lag_s, 2),
+            "stream_current_after_s": round(current_after, 2),
+            "readyz_not_ready_samples": f"{self.not_ready}/{self.samples}",
+        }
+
+
+def _rates_against_recompute(dsn: str, base: int) -> dict[str, int]:
+    """The case's hours as live mode wrote them against a recompute of the same hours."""
+    from datetime import UTC, datetime
+
+    from cityops.catalog import Kind
+    from stream.recompute import recompute
+
+    lo = datetime.fromtimestamp(base // 3_600_000 * 3600, UTC)
+    hi = datetime.fromtimestamp((base // 3_600_000 + 2) * 3600, UTC)  # and the hold's next hour
+    query = (
+        "SELECT area_code, metric, hour, numerator, denominator, samples FROM rates_hourly "
+        "WHERE kind = 'heating' AND hour >= %s AND hour < %s"
+    )
+    with psycopg.connect(dsn, options="-c TimeZone=UTC") as conn:
+        live = {r[:3]: r[3:] for r in conn.execute(query, (lo, hi))}
+        recompute(conn, Settings(db=DatabaseSettings(dsn=dsn)), lo, hi, kinds=[Kind.HEATING])
+        batch = {r[:3]: r[3:] for r in conn.execute(query, (lo, hi))}
+    return {
+        "rates_rows": len(batch),
+        "rates_mismatched": sum(live.get(k) != v for k, v in batch.items())
+        + len(set(live) - set(batch)),
     }
 
 
@@ -385,6 +478,9 @@ def main() -> None:
     parser.add_argument("--autosave-on-changes", type=int, default=None, metavar="N")
     parser.add_argument(
         "--cases", default="ingest_kill9,db_outage,broker_restart,broker_kill9,session_takeover"
+    )
+    parser.add_argument(
+        "--stream", action="store_true", help="run ingest with the stream core (live rates)"
     )
     args = parser.parse_args()
     from cityops import logging as cityops_logging
@@ -407,7 +503,7 @@ def main() -> None:
     dsn = make_conninfo(**{k: str(v) for k, v in parts.items() if v is not None})
     workdir = Path(tempfile.mkdtemp(prefix="cityops-faults-"))
     broker = Broker(workdir, args.autosave_on_changes)
-    ingest = Ingest(dsn, broker, workdir)
+    ingest = Ingest(dsn, broker, workdir, stream=args.stream)
     results: dict[str, Any] = {}
     try:
         settings = Settings(db=DatabaseSettings(dsn=dsn))
@@ -443,6 +539,7 @@ def main() -> None:
             {
                 "rate_msgs_per_s": args.rate,
                 "seconds_per_case": seconds,
+                "stream_core": args.stream,
                 "broker_autosave": (
                     f"autosave_on_changes true, autosave_interval {args.autosave_on_changes}"
                     if args.autosave_on_changes is not None

@@ -321,6 +321,13 @@ class StreamSettings(_Group):
     publish_interval_s: float = Field(
         default=1.0, gt=0, le=3600, description="Live per-area snapshots are published this often."
     )
+    max_lag_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="Committed batches waiting longer than this to reach rates_hourly (stream) "
+        "or the alerts tables (alert engine) make ingest's and the API's /readyz not ready.",
+    )
 
 
 class AlertsSettings(_Group):

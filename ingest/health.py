@@ -22,7 +22,12 @@ class HealthServer:
         readiness: Callable[[], dict[str, Any]],
     ) -> None:
         def ready(state: dict[str, Any]) -> bool:
-            return bool(state.get("database") and state.get("broker") and state.get("worker", True))
+            return bool(
+                state.get("database")
+                and state.get("broker")
+                and state.get("worker", True)
+                and state.get("consumers", True)  # the stream core and alert engine keep up
+            )
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:

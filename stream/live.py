@@ -6,14 +6,32 @@ touch, updates the per-sensor state, counts heating complaints and notes late re
 (called about once a second by ``start``'s thread, or directly) recomputes the hours late
 readings re-opened from the database, upserts every touched hour to ``rates_hourly`` and
 publishes one snapshot per area on ``cityops/v1/live/{area}``.
+
+Database outages and restarts (docs/rates.md, "Outages and restarts"):
+
+- The connection is reopened with ingest's back-off (``ingest.retry_initial_s`` doubling up to
+  ``ingest.retry_max_s``) when it fails; snapshots keep being published from memory meanwhile.
+- The hours a failed flush could not write are recomputed from the stored readings once the
+  database is back (ingest stores every batch before handing it on, so the stored readings are
+  the truth), and ``lag_s`` (the ``cityops_stream_lag_seconds`` gauge, ingest's and the API's
+  ``/readyz``) says how long committed batches have been waiting to reach ``rates_hourly``.
+- A recompute must not count twice a batch that is committed but not yet folded. In ingest the
+  consumer placed right after this one (``catch_up_point``) takes the database snapshot for the
+  recompute between two batches, and the sums of the batches folded after that snapshot are
+  added to the recomputed ones (``_catch_up``).
+- At start (``from_db`` with a ``consumer`` name) the hours from the stored ``resume_from`` of
+  ``consumer_heartbeat`` on are rebuilt from the stored readings through the live kernel state,
+  so the hour in progress continues from what is stored instead of restarting from zero.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -21,15 +39,17 @@ import orjson
 import psycopg
 import structlog
 
+from cityops import heartbeat
 from cityops.batch import AnomalyScores, CommittedBatch, KindBatch, StatusChange
 from cityops.catalog import Kind
+from cityops.errors import DatabaseError
 from cityops.partition import area_filter
 from cityops.schedule import HeatingCalendar
 from cityops.settings import Settings
 from stream import complaints, kernels, rollups
 from stream.engine import HOUR_MS, Folder
 from stream.rates import RateRow, kind_rates
-from stream.recompute import Recomputer
+from stream.recompute import Recomputer, complaint_counts, read_columns
 from stream.registry import AreaIndex, DeviceIndex, load_areas, load_devices
 from stream.state import STATE_FIELD, SensorState
 
@@ -37,6 +57,9 @@ log = structlog.get_logger(__name__)
 
 LIVE_TOPIC = "cityops/v1/live/{area}"
 Publish = Callable[[str, bytes], None]
+Connect = Callable[[], psycopg.Connection[Any]]
+DB_ERRORS = (psycopg.Error, DatabaseError)
+_OPEN_END_MS = int(datetime(9999, 1, 1, tzinfo=UTC).timestamp() * 1000)
 
 
 @dataclass(kw_only=True)
@@ -50,6 +73,26 @@ class _KindLive:
     evicted_below: int = -(2**62)  # hours before this were dropped from memory
 
 
+@dataclass(kw_only=True)
+class _Work:
+    """Hours to recompute from one database snapshot, and the sums held when it was taken."""
+
+    pending: dict[Kind, set[int]]
+    base: dict[Kind, dict[int, np.ndarray]] = field(default_factory=dict)
+    complaints: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+class _CatchUpPoint:
+    """The consumer after ``LiveRates`` in ingest: between two batches, nothing is in flight."""
+
+    def __init__(self, live: LiveRates) -> None:
+        self.live = live
+
+    def on_batch(self, batch: CommittedBatch) -> None:
+        """BatchConsumer: take the snapshot for a pending recompute, if one is wanted."""
+        self.live.take_snapshot()
+
+
 class LiveRates:
     """A ``cityops.batch.BatchConsumer`` that keeps rates_hourly and live snapshots current."""
 
@@ -60,6 +103,8 @@ class LiveRates:
         devices: Mapping[Kind, DeviceIndex],
         *,
         conn: psycopg.Connection[Any] | None = None,
+        connect: Connect | None = None,
+        consumer: str | None = None,
         publish: Publish | None = None,
         clock: Callable[[], float] = time.time,
         keep_hours: int = 48,
@@ -68,6 +113,8 @@ class LiveRates:
         self.areas = areas
         self.devices = devices
         self.conn = conn
+        self.connect = connect  # reopens the connection after a failure (None: never)
+        self.consumer = consumer  # the consumer_heartbeat row (None: none written or read)
         self.publish = publish
         self.clock = clock
         self.keep_hours = keep_hours
@@ -90,6 +137,22 @@ class LiveRates:
         self.recomputed_hours = 0  # hours re-opened by late data and recomputed from the database
         self.state_saved_at = time.monotonic()  # the save schedule runs on the machine's time
         self.states_restored = 0
+        self.hours_restored = 0  # hours in progress rebuilt from the stored readings at start
+        # database health: the back-off of reconnects, failures, the last flush that left
+        # nothing waiting (monotonic), and the snapshot connection and work of catch_up_point
+        self.backoff = heartbeat.Backoff(
+            settings.ingest.retry_initial_s, settings.ingest.retry_max_s
+        )
+        self.db_ok = conn is not None
+        self.flush_failures = 0
+        self.last_clean = time.monotonic()
+        self.fenced = False
+        self._read: psycopg.Connection[Any] | None = None
+        self._work: _Work | None = None
+        # idle-time recomputes (no batch to carry the catch-up point): batches folded at the
+        # last flush, and (batches at the snapshot, its hours) until a later batch shows up
+        self._batches_seen = 0
+        self._suspect: tuple[int, dict[Kind, set[int]]] | None = None
 
     @classmethod
     def from_db(
@@ -98,17 +161,25 @@ class LiveRates:
         conn: psycopg.Connection[Any],
         *,
         publish: Publish | None = None,
+        connect: Connect | None = None,
+        consumer: str | None = None,
     ) -> LiveRates:
         """A consumer for every kind with the registry loaded from ``conn`` (autocommit).
 
         The connection is then used by ``flush`` only (one thread at a time, under the lock).
         A partitioned ingest worker (``ingest.partitions`` > 1) keeps only its partition's
         areas, so it never writes rates for areas whose readings another worker receives.
+        With ``consumer`` (its ``consumer_heartbeat`` row) the hours in progress are restored
+        from the stored readings (``restore_hours``) and progress is recorded at every flush.
         """
         areas = load_areas(conn, area_filter(settings.ingest))
         devices = {kind: load_devices(conn, kind, areas) for kind in Kind}
-        live = cls(settings, areas, devices, conn=conn, publish=publish)
+        live = cls(
+            settings, areas, devices, conn=conn, connect=connect, consumer=consumer,
+            publish=publish,
+        )  # fmt: skip
         live.restore_state()
+        live.restore_hours()
         return live
 
     def restore_state(self) -> int:
@@ -124,14 +195,80 @@ class LiveRates:
         log.info("sensor_state_restored", sensors=restored)
         return restored
 
+    def restore_hours(self) -> int:
+        """Rebuild the hours from the stored ``resume_from`` on from the stored readings.
+
+        Called at start, before ingest hands on any batch. Every stored reading from the
+        kind's lookback before ``resume_from`` on is folded through the live kernel, so the
+        in-memory sums and each device's kernel state are what they would be had this process
+        seen them all; the rebuilt hours are written, and hours before ``resume_from`` that a
+        batch touches later are recomputed from the database (never overwritten by partial
+        sums). Without a stored ``resume_from`` (the first start) nothing is restored.
+        Returns the hours restored.
+        """
+        if self.conn is None or self.consumer is None:
+            return 0
+        start = heartbeat.resume_from(self.conn, self.consumer)
+        if start is None:
+            log.info("live_hours_not_restored", reason="no progress stored yet")
+            return 0
+        h0 = int(start.timestamp() * 1000) // HOUR_MS
+        restored = 0
+        with self._lock:
+            for kind, live in self._kinds.items():
+                restored += self._restore_kind(self.conn, kind, live, h0)
+        self.hours_restored = restored
+        log.info("live_hours_restored", since=start.isoformat(), hours=restored)
+        return restored
+
+    def _restore_kind(
+        self, conn: psycopg.Connection[Any], kind: Kind, live: _KindLive, h0: int
+    ) -> int:
+        folder = live.folder
+        ids, ts, cols = read_columns(
+            conn, kind, h0 * HOUR_MS - folder.rates.lookback_ms, _OPEN_END_MS
+        )
+        live.evicted_below = max(live.evicted_below, h0)
+        hours: set[int] = set()
+        if len(ts):
+            n_hours = max(1, (int(ts.max()) + folder.rates.hold_ms) // HOUR_MS - h0 + 1)
+            folded = folder.fold(folder.devices.lookup(ids), ts, cols, h0=h0, n_hours=n_hours)
+            for i in range(n_hours):
+                if folded.acc[i].any():
+                    live.hours[h0 + i] = folded.acc[i].copy()
+                    hours.add(h0 + i)
+        if kind is Kind.HEATING:
+            newest = conn.execute(
+                "SELECT max(received_at) FROM complaints WHERE category = 'heating' "
+                "AND received_at >= %s",
+                (datetime.fromtimestamp(h0 * HOUR_MS / 1000, UTC),),
+            ).fetchone()
+            if newest is not None and newest[0] is not None:
+                n = int(newest[0].timestamp() * 1000) // HOUR_MS - h0 + 1
+                counts = complaint_counts(conn, self.areas, h0, n)
+                for i in range(n):
+                    if counts[i].any():
+                        self._complaints[h0 + i] = counts[i].copy()
+                        hours.add(h0 + i)
+        if hours:
+            rollups.replace_hours(
+                conn, kind.value, [h * HOUR_MS for h in sorted(hours)], self.rows(kind, hours)
+            )
+        return len(hours)
+
     def save_state(self) -> int:
         """Save the detector state of every sensor that learnt something; return how many."""
-        if self.conn is None:
-            return 0
-        saved = 0
         with self._lock:
-            for live in self._kinds.values():
-                saved += live.state.save(self.conn, live.folder.devices.ids.tolist())
+            conn = self._connection()
+            if conn is None:
+                return 0
+            saved = 0
+            try:
+                for live in self._kinds.values():
+                    saved += live.state.save(conn, live.folder.devices.ids.tolist())
+            except DB_ERRORS as err:
+                self._db_failed(err, "save_state")
+                return saved
             self.state_saved_at = time.monotonic()
         return saved
 
@@ -151,12 +288,18 @@ class LiveRates:
         """Re-read the devices of this consumer's areas from its connection; return how many.
 
         Devices added, retired or moved in the registry since the start take part from the next
-        batch on; sensor state of the devices kept is carried over (``reload_devices``).
+        batch on; sensor state of the devices kept is carried over (``reload_devices``). While
+        the database is unreachable the registry is kept (returns 0).
         """
-        if self.conn is None:
-            return 0
         with self._lock:  # the connection is shared with flush
-            devices = {kind: load_devices(self.conn, kind, self.areas) for kind in self._kinds}
+            conn = self._connection()
+            if conn is None:
+                return 0
+            try:
+                devices = {kind: load_devices(conn, kind, self.areas) for kind in self._kinds}
+            except DB_ERRORS as err:
+                self._db_failed(err, "reload_registry")
+                return 0
         self.reload_devices(devices)
         return sum(len(index) for index in devices.values())
 
@@ -234,14 +377,25 @@ class LiveRates:
 
     def _count_complaints(self, records: Any) -> None:
         ts, area = complaints.heating_complaints(records, self.areas)
+        heating = self._kinds.get(Kind.HEATING)
         for t, a in zip(ts, area, strict=True):
             if a < 0:
                 continue
             hour = int(t) // HOUR_MS
+            if (
+                heating is not None
+                and hour < heating.evicted_below
+                and hour not in self._complaints
+                and hour not in heating.hours
+            ):
+                # an hour not in memory (before the restored ones): its stored count is the
+                # truth, so recompute it rather than write this complaint alone
+                heating.reopened.add(hour)
+                continue
             counts = self._complaints.setdefault(hour, np.zeros(len(self.areas), dtype=np.int64))
             counts[a] += 1
-            if Kind.HEATING in self._kinds:
-                self._kinds[Kind.HEATING].dirty.add(hour)
+            if heating is not None:
+                heating.dirty.add(hour)
 
     # --- flushing: database and MQTT --------------------------------------------------------
 
@@ -263,37 +417,297 @@ class LiveRates:
         return out
 
     def flush(self) -> int:
-        """Recompute re-opened hours, upsert touched hours, publish snapshots; rows written."""
+        """Recompute re-opened hours, upsert touched hours, publish snapshots; rows written.
+
+        A database failure never raises: the hours not written are kept for a recompute from
+        the database, the connection is reopened with back-off, and the snapshots are
+        published from memory all the same.
+        """
         with self._lock:
-            written = 0
-            for kind, live in self._kinds.items():
-                if live.reopened and self.conn is not None:
-                    self._recompute_reopened(self.conn, kind, live)
-                if live.dirty and self.conn is not None:
-                    written += rollups.upsert(self.conn, self.rows(kind, live.dirty))
-                live.dirty.clear()
-                self._evict(live)
+            written = self._flush_db()
             if self.publish is not None:
-                self._publish_snapshots(self.publish)
+                try:
+                    self._publish_snapshots(self.publish)
+                except Exception:
+                    self.consumer_errors += 1
+                    log.exception("live_publish_failed")
         if time.monotonic() - self.state_saved_at >= self.settings.stream.anomaly_save_s:
             self.save_state()
         return written
 
-    def _recompute_reopened(
-        self, conn: psycopg.Connection[Any], kind: Kind, live: _KindLive
+    def _flush_db(self) -> int:
+        """Under the lock: catch up, upsert, record progress; returns rows written."""
+        if self.conn is None and self.connect is None:  # no database (benchmarks, unit tests)
+            for live in self._kinds.values():
+                live.dirty.clear()
+                live.reopened.clear()
+                self._evict(live)
+            return 0
+        conn = self._connection()
+        if conn is None:
+            self._keep_for_recompute()
+            for live in self._kinds.values():
+                self._evict(live)
+            return 0
+        try:
+            written = self._write_all(conn)
+        except DB_ERRORS as err:
+            self._db_failed(err, "flush")
+            return 0
+        self.backoff.succeeded()
+        self.db_ok = True
+        if not self.pending():
+            self.last_clean = time.monotonic()
+        return written
+
+    def _write_all(self, conn: psycopg.Connection[Any]) -> int:
+        """Under the lock: catch up, upsert the touched hours, record progress."""
+        written = 0
+        if self._suspect is not None and self.batches > self._suspect[0]:
+            # a batch arrived after an idle-time snapshot: it may have been committed before
+            # it (and counted twice), so those hours go through the catch-up point once more
+            for kind, hours in self._suspect[1].items():
+                self._kinds[kind].reopened |= hours
+            self._suspect = None
+        if self.fenced and self._work is None and self.batches == self._batches_seen:
+            # nothing arrived since the last flush: do not wait for a batch to recompute
+            self._work = self._snapshot()
+            if self._work is not None:
+                self._suspect = (self.batches, {k: set(h) for k, h in self._work.pending.items()})
+        self._batches_seen = self.batches
+        work, self._work = self._work, None
+        if work is not None and self._read is not None:  # snapshot taken by catch_up_point
+            try:
+                written += self._catch_up(self._read, conn, work)
+            finally:
+                if not self._read.closed:
+                    self._read.rollback()
+        if not self.fenced:
+            # no batch can be in flight (direct use, or ingest has stopped)
+            work = self._take_work()
+            if work is not None:
+                written += self._catch_up(conn, conn, work)
+        for kind, live in self._kinds.items():
+            ready = live.dirty - live.reopened
+            if ready:
+                written += rollups.upsert(conn, self.rows(kind, ready))
+                live.dirty -= ready
+            self._evict(live)
+        if self.consumer is not None:
+            heartbeat.write(
+                conn, self.consumer, lag_s=self.lag_s(), resume_from=self._resume_from()
+            )
+        return written
+
+    def _resume_from(self) -> datetime | None:
+        """Where a restart rebuilds from: the hour before the newest one held (None: nothing).
+
+        Only moved on when nothing is waiting for the database, so after a failure a restart
+        still rebuilds every hour the failure left unwritten.
+        """
+        if self.pending():
+            return None
+        newest = [max(live.hours) for live in self._kinds.values() if live.hours]
+        if not newest:
+            return None
+        return datetime.fromtimestamp((max(newest) - 1) * HOUR_MS / 1000, UTC)
+
+    def pending(self) -> bool:
+        """Hours are waiting to be written or recomputed."""
+        return self._work is not None or any(
+            live.dirty or live.reopened for live in self._kinds.values()
+        )
+
+    def lag_s(self) -> float:
+        """Seconds since the last flush that left nothing waiting (and reached the database).
+
+        0 while nothing waits and the database answered last time; during an outage it grows
+        from the last successful flush, whether or not batches arrived meanwhile.
+        """
+        if not self.pending() and (self.db_ok or (self.conn is None and self.connect is None)):
+            return 0.0
+        return max(0.0, time.monotonic() - self.last_clean)
+
+    def readiness(self) -> dict[str, Any]:
+        """For ingest's /readyz: database reachable and the rates not lagging."""
+        lag = self.lag_s()
+        return {
+            "ok": lag <= self.settings.stream.max_lag_s,
+            "lag_s": round(lag, 3),
+            "database": self.db_ok,
+            "flush_failures": self.flush_failures,
+        }
+
+    # --- the database connection and recomputes ---------------------------------------------
+
+    def _connection(self) -> psycopg.Connection[Any] | None:
+        """Under the lock: the open connection, reopened when due (None: none at the moment)."""
+        conn = self.conn
+        if conn is not None and not conn.closed and not conn.broken:
+            if self.fenced and not self._open_read():
+                return None
+            return conn
+        if self.connect is None or not self.backoff.due():
+            return None
+        try:
+            self.conn = self.connect()
+        except DB_ERRORS as err:
+            self._db_failed(err, "connect")
+            return None
+        log.info("live_db_reconnected", failures=self.backoff.failures)
+        if self.fenced and not self._open_read():
+            return None
+        return self.conn
+
+    def _open_read(self) -> bool:
+        """The snapshot connection of ``catch_up_point`` is open (reopened when needed)."""
+        read = self._read
+        if read is not None and not read.closed and not read.broken:
+            return True
+        if self.connect is None:
+            return False
+        try:
+            read = self.connect()
+            read.autocommit = False
+            read.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            read.read_only = True
+        except DB_ERRORS as err:
+            self._db_failed(err, "connect")
+            return False
+        self._read = read
+        return True
+
+    def _db_failed(self, err: Exception, during: str) -> None:
+        """Under the lock: drop the connections, keep every unwritten hour, back off."""
+        self.db_ok = False
+        self.flush_failures += 1
+        wait = self.backoff.failed()
+        for conn in (self.conn, self._read):
+            if conn is not None and self.connect is not None:
+                with contextlib.suppress(Exception):  # closing a broken connection
+                    conn.close()
+        if self.connect is not None:
+            self.conn = None
+            self._read = None
+        if self._work is not None:
+            for kind, hours in self._work.pending.items():
+                self._kinds[kind].reopened |= hours
+            self._work = None
+        self._keep_for_recompute()
+        log.warning("live_db_failed", during=during, error=str(err).strip(), retry_in_s=wait)
+
+    def _keep_for_recompute(self) -> None:
+        """Hours not written are recomputed from the stored readings once the database is back."""
+        for live in self._kinds.values():
+            live.reopened |= live.dirty
+            live.dirty.clear()
+
+    def _take_work(self) -> _Work | None:
+        """Under the lock: the re-opened hours and what memory holds of them now."""
+        pending = {kind: set(live.reopened) for kind, live in self._kinds.items() if live.reopened}
+        if not pending:
+            return None
+        work = _Work(pending=pending)
+        for kind, hours in pending.items():
+            live = self._kinds[kind]
+            work.base[kind] = {h: live.hours[h].copy() for h in hours if h in live.hours}
+            live.reopened.clear()
+        for h in pending.get(Kind.HEATING, ()):
+            if h in self._complaints:
+                work.complaints[h] = self._complaints[h].copy()
+        return work
+
+    def catch_up_point(self) -> _CatchUpPoint:
+        """The consumer to place right after this one in ingest's consumers.
+
+        Between two batches every committed batch has been folded, so a recompute's database
+        snapshot taken there counts each batch once (stored, or folded after it). With it in
+        place, recomputes wait for the next batch; without it (direct use, tests) ``flush``
+        recomputes at once.
+        """
+        self.fenced = True
+        return _CatchUpPoint(self)
+
+    def take_snapshot(self) -> None:
+        """Start the snapshot of a pending recompute (from ``catch_up_point``; never raises)."""
+        if self._work is not None or not any(live.reopened for live in self._kinds.values()):
+            return
+        with self._lock:
+            if self._work is None:
+                self._work = self._snapshot()
+
+    def _snapshot(self) -> _Work | None:
+        """Under the lock: open the recompute's snapshot on the read connection, take the work."""
+        read = self._read
+        if not any(live.reopened for live in self._kinds.values()):
+            return None
+        if read is None or read.closed or read.broken:
+            return None
+        try:
+            read.execute("SELECT 1")  # REPEATABLE READ: the snapshot of the whole recompute
+        except Exception as err:
+            log.warning("live_snapshot_failed", error=str(err).strip())
+            return None  # the flush thread reconnects
+        work = self._take_work()
+        if work is None:
+            read.rollback()
+        return work
+
+    def _catch_up(
+        self, read: psycopg.Connection[Any], conn: psycopg.Connection[Any], work: _Work
+    ) -> int:
+        """Recompute ``work`` from ``read`` (its snapshot), add what was folded since, write."""
+        left = {kind: set(hours) for kind, hours in work.pending.items()}
+        written = 0
+        try:
+            for kind, hours in work.pending.items():
+                live = self._kinds[kind]
+                worker = Recomputer(self.settings, kind, self.areas, live.folder.devices)
+                base = work.base.get(kind, {})
+                for lo, hi in _runs(sorted(hours)):
+                    _, acc, _ = worker.compute(read, lo * HOUR_MS, hi * HOUR_MS)
+                    for i, hour in enumerate(range(lo, hi)):
+                        fresh = acc[i].copy()
+                        held, then = live.hours.get(hour), base.get(hour)
+                        if held is not None:
+                            fresh += held
+                        if then is not None:
+                            fresh -= then
+                        if held is not None or fresh.any():
+                            live.hours[hour] = fresh
+                    if kind is Kind.HEATING:
+                        self._catch_up_complaints(read, work, lo, hi)
+                    live.dirty.update(range(lo, hi))
+                    left[kind].difference_update(range(lo, hi))
+                    self.recomputed_hours += hi - lo
+                    log.info("live_hours_recomputed", kind=kind.value, hours=hi - lo)
+            for kind, hours in work.pending.items():
+                live = self._kinds[kind]
+                for lo, hi in _runs(sorted(hours)):
+                    run = set(range(lo, hi))
+                    written += rollups.replace_hours(
+                        conn, kind.value, [h * HOUR_MS for h in range(lo, hi)], self.rows(kind, run)
+                    )
+                    live.dirty -= run
+        except BaseException:
+            for kind, hours in left.items():
+                self._kinds[kind].reopened |= hours
+            raise
+        return written
+
+    def _catch_up_complaints(
+        self, read: psycopg.Connection[Any], work: _Work, lo: int, hi: int
     ) -> None:
-        worker = Recomputer(self.settings, kind, self.areas, live.folder.devices)
-        for lo, hi in _runs(sorted(live.reopened)):
-            rows, acc, _ = worker.compute(conn, lo * HOUR_MS, hi * HOUR_MS)
-            # The database holds every committed reading: its sums replace the in-memory ones.
-            for i, hour in enumerate(range(lo, hi)):
-                if hour in live.hours or acc[i].any():
-                    live.hours[hour] = acc[i].copy()
-            rollups.replace_hours(conn, kind.value, [h * HOUR_MS for h in range(lo, hi)], rows)
-            live.dirty.difference_update(range(lo, hi))
-            self.recomputed_hours += hi - lo
-            log.info("live_hours_recomputed", kind=kind.value, hours=hi - lo, rows=len(rows))
-        live.reopened.clear()
+        counts = complaint_counts(read, self.areas, lo, hi - lo)
+        for i, hour in enumerate(range(lo, hi)):
+            fresh = counts[i].copy()
+            held, then = self._complaints.get(hour), work.complaints.get(hour)
+            if held is not None:
+                fresh += held
+            if then is not None:
+                fresh -= then
+            if held is not None or fresh.any():
+                self._complaints[hour] = fresh
 
     def _evict(self, live: _KindLive) -> None:
         if not live.hours:
@@ -365,13 +779,37 @@ class LiveRates:
                 log.exception("live_flush_failed")
 
     def stop(self) -> None:
-        """Stop the thread and flush once more."""
+        """Stop the thread and flush once more (ingest has stopped: recomputes run at once)."""
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
             self._thread = None
+        self.fenced = False
+        self.backoff.succeeded()  # one last attempt now, whatever the back-off said
         self.flush()
         self.save_state()
+        if self.consumer is None:
+            return
+        with self._lock:
+            conn = self._connection()
+            if conn is None:
+                return
+            try:
+                heartbeat.write(
+                    conn,
+                    self.consumer,
+                    lag_s=self.lag_s(),
+                    resume_from=self._resume_from(),
+                    stopped=True,
+                )
+            except DB_ERRORS as err:
+                self._db_failed(err, "stop")
+
+    def close(self) -> None:
+        """Close the connections this consumer opened itself."""
+        for conn in (self.conn, self._read):
+            if conn is not None and not conn.closed:
+                conn.close()
 
 
 def _runs(hours: list[int]) -> list[tuple[int, int]]:
@@ -416,18 +854,34 @@ def start_live(
 ) -> tuple[LiveRates, Callable[[], None]]:
     """For the composition root: a running live consumer and the function that stops it.
 
-    Opens its own autocommit connection (registry, rates upserts, recomputes) and, unless
-    ``publish_live`` is false, its own MQTT client for the live snapshots. Pass the consumer to
-    ingest's consumers; call the stop function after ingest stopped (it flushes once more).
+    Opens its own autocommit connection (registry, rates upserts, recomputes; reopened with
+    back-off after a failure) and, unless ``publish_live`` is false, its own MQTT client for
+    the live snapshots. The hours in progress are restored from the stored readings. Pass the
+    consumer and then ``live.catch_up_point()`` to ingest's consumers; call the stop function
+    after ingest stopped (it flushes once more).
     """
     from cityops.db import pool
 
-    conn = pool.connect(settings.db, autocommit=True)
+    def connect() -> psycopg.Connection[Any]:
+        return pool.connect(settings.db, autocommit=True)
+
+    conn = connect()
     publish: Publish | None = None
     close_mqtt: Callable[[], None] = lambda: None  # noqa: E731
-    if publish_live:
-        publish, close_mqtt = mqtt_publisher(settings)
-    live = LiveRates.from_db(settings, conn, publish=publish)
+    try:
+        if publish_live:
+            publish, close_mqtt = mqtt_publisher(settings)
+        live = LiveRates.from_db(
+            settings,
+            conn,
+            publish=publish,
+            connect=connect,
+            consumer=heartbeat.consumer_name("stream", settings.ingest),
+        )
+    except BaseException:
+        close_mqtt()
+        conn.close()
+        raise
     live.start()
 
     def stop() -> None:
@@ -435,6 +889,6 @@ def start_live(
             live.stop()
         finally:
             close_mqtt()
-            conn.close()
+            live.close()
 
     return live, stop

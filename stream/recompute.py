@@ -93,6 +93,21 @@ def read_columns(
     return ids, ts, columns
 
 
+def complaint_counts(
+    conn: psycopg.Connection[Any], areas: AreaIndex, h0: int, n_hours: int
+) -> np.ndarray:
+    """Stored heating complaints per (hour, area) of the hours [h0, h0 + n_hours)."""
+    found = conn.execute(
+        COMPLAINTS_SQL, (_ts(h0 * HOUR_MS), _ts((h0 + n_hours) * HOUR_MS))
+    ).fetchall()
+    pos = {c: i for i, c in enumerate(areas.codes)}
+    ts = np.array([int(r[0].timestamp() * 1000) for r in found], dtype=np.int64)
+    area = np.array([pos.get(r[1], -1) for r in found], dtype=np.int64)
+    counts = np.zeros((n_hours, len(areas)), dtype=np.int64)
+    complaints.count_by_hour_area(ts, area, h0, counts)
+    return counts
+
+
 def _chunks(start_ms: int, end_ms: int, hours: int) -> Iterable[tuple[int, int]]:
     lo = start_ms
     while lo < end_ms:
@@ -187,17 +202,14 @@ class Recomputer:
             yield lo, cut
             lo = cut
 
+    def complaint_counts(self, conn: psycopg.Connection[Any], h0: int, n_hours: int) -> np.ndarray:
+        """Stored heating complaints per (hour, area) of the hours [h0, h0 + n_hours)."""
+        return complaint_counts(conn, self.areas, h0, n_hours)
+
     def _complaint_rows(
         self, conn: psycopg.Connection[Any], h0: int, n_hours: int
     ) -> list[RateRow]:
-        found = conn.execute(
-            COMPLAINTS_SQL, (_ts(h0 * HOUR_MS), _ts((h0 + n_hours) * HOUR_MS))
-        ).fetchall()
-        pos = {c: i for i, c in enumerate(self.areas.codes)}
-        ts = np.array([int(r[0].timestamp() * 1000) for r in found], dtype=np.int64)
-        area = np.array([pos.get(r[1], -1) for r in found], dtype=np.int64)
-        counts = np.zeros((n_hours, len(self.areas)), dtype=np.int64)
-        complaints.count_by_hour_area(ts, area, h0, counts)
+        counts = self.complaint_counts(conn, h0, n_hours)
         rows = complaints.density_rows(counts, h0, self.areas, self._calendar)
         if self.area is not None:
             rows = [r for r in rows if r.area_code == self.area]

@@ -1,4 +1,5 @@
-"""``/healthz`` (the process answers), ``/readyz`` (database and broker reachable), ``/metrics``."""
+"""``/healthz`` (the process answers), ``/readyz`` (database and broker reachable, ingest's stream
+core and alert engine keeping up), ``/metrics``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from api.deps import authenticate_key, get_pool, get_settings, is_public, request_key
+from cityops import heartbeat
 from cityops.apikeys import Role
 
 router = APIRouter(tags=["health"])
@@ -24,12 +26,22 @@ class Health(BaseModel):
     status: str
 
 
+class ConsumerProgress(BaseModel):
+    """The stored progress of one of ingest's consumers (stream core, alert engine)."""
+
+    age_s: float
+    lag_s: float
+    stopped: bool
+    stale: bool
+
+
 class Readiness(BaseModel):
     """Whether each dependency answered, and why not when it did not."""
 
     status: str
     database: bool
     broker: bool
+    consumers: dict[str, ConsumerProgress] = {}
     errors: dict[str, str]
 
 
@@ -46,6 +58,35 @@ def _check_database(request: Request) -> str | None:
     except Exception as err:  # any failure means not ready; the reason goes in the body
         return str(err).strip() or type(err).__name__
     return None
+
+
+def _check_consumers(request: Request) -> tuple[dict[str, ConsumerProgress], str | None]:
+    """ingest's stream core and alert engine write a heartbeat row after each flush/commit.
+
+    A running consumer (not stopped gracefully) whose row is older than ``stream.max_lag_s``,
+    or that stored a lag above it, is stale: live rates or alerts are not being stored.
+    """
+    limit = get_settings(request).stream.max_lag_s
+    try:
+        with get_pool(request).connection(timeout=READY_TIMEOUT_S) as conn:
+            beats = heartbeat.read(conn)
+    except Exception as err:  # the database check reports the cause
+        return {}, str(err).strip() or type(err).__name__
+    found = {
+        b.consumer: ConsumerProgress(
+            age_s=round(b.age_s, 3),
+            lag_s=round(b.lag_s, 3),
+            stopped=b.stopped_at is not None,
+            stale=b.stale(limit),
+        )
+        for b in beats
+    }
+    stale = [
+        f"{name}: last progress {p.age_s:.0f} s ago, lag {p.lag_s:.0f} s (limit {limit:.0f} s)"
+        for name, p in found.items()
+        if p.stale
+    ]
+    return found, "; ".join(stale) or None
 
 
 def _check_broker(request: Request) -> str | None:
@@ -79,11 +120,17 @@ def _check_broker(request: Request) -> str | None:
     responses={503: {"model": Readiness, "description": "A dependency is not reachable."}},
 )
 def readyz(request: Request) -> Any:
-    """Ready when the database answers ``SELECT 1`` and the broker answers an MQTT CONNECT."""
+    """Ready when the database answers ``SELECT 1``, the broker answers an MQTT CONNECT and
+    every running stream core and alert engine stored progress within ``stream.max_lag_s``."""
     errors: dict[str, str] = {}
+    consumers: dict[str, ConsumerProgress] = {}
     db = _check_database(request)
     if db:
         errors["database"] = db
+    else:
+        consumers, stale = _check_consumers(request)
+        if stale:
+            errors["consumers"] = stale
     broker = _check_broker(request)
     if broker:
         errors["broker"] = broker
@@ -91,6 +138,7 @@ def readyz(request: Request) -> Any:
         status="not ready" if errors else "ready",
         database=db is None,
         broker=broker is None,
+        consumers=consumers,
         errors=errors,
     )
     return JSONResponse(body.model_dump(), status_code=503 if errors else 200)

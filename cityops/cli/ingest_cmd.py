@@ -79,7 +79,10 @@ def ingest(
     if port:
         try:
             health = HealthServer(
-                settings.ingest.http_host, port, service.metrics.registry, service.readiness
+                settings.ingest.http_host,
+                port,
+                service.metrics.registry,
+                lambda: {**service.readiness(), **pipeline.readiness()},
             )
         except OSError as err:
             raise ConfigError(

@@ -8,15 +8,18 @@ the rates an aggregate rule reads include it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
-from cityops import clock
+from cityops import clock, heartbeat
 from cityops.batch import BatchConsumer, CommittedBatch
+from cityops.errors import DatabaseError
 from cityops.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -28,6 +31,14 @@ class Pipeline:
 
     consumers: list[BatchConsumer] = field(default_factory=list)
     stoppers: list[Callable[[], None]] = field(default_factory=list)
+    # name -> readiness of a consumer that writes to the database ({"ok": bool, "lag_s": ...})
+    probes: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
+
+    def readiness(self) -> dict[str, Any]:
+        """Each consumer's readiness and ``consumers``: all of them ok (for ingest's /readyz)."""
+        state: dict[str, Any] = {name: probe() for name, probe in self.probes.items()}
+        state["consumers"] = all(s.get("ok", False) for s in state.values())
+        return state
 
     def stop(self) -> None:
         """Stop everything that was started, last first; one failure does not stop the rest."""
@@ -102,6 +113,8 @@ def build_pipeline(
     (cityops.partition), the same areas whose readings this worker's ingest writes.
     """
     pipeline = Pipeline()
+    if with_stream or with_alerts:
+        wait_for_database(settings)
     process_clock = clock.current()
     if isinstance(process_clock, clock.SimulatedClock):
         # simulated time (the demo): the committed data moves the clock
@@ -112,8 +125,31 @@ def build_pipeline(
 
             live, stop_live = start_live(settings)
             live.clock = clock.seconds  # "now" for the last complete hour and offline sensors
-            pipeline.consumers.append(live)
+            # the catch-up point right after it: recomputes take their snapshot between batches
+            pipeline.consumers += [live, live.catch_up_point()]
             pipeline.stoppers.append(stop_live)
+            pipeline.probes["stream"] = live.readiness
+            if registry is not None:
+                _gauge(
+                    registry,
+                    "cityops_stream_lag_seconds",
+                    live.lag_s,
+                    "Seconds committed batches have waited to reach rates_hourly (0: current).",
+                )
+                _gauge(
+                    registry,
+                    "cityops_stream_db_up",
+                    lambda: float(live.db_ok),
+                    "1 when the stream core's last database work succeeded.",
+                )
+                _gauge(
+                    registry,
+                    "cityops_stream_db_failures",
+                    lambda: live.flush_failures,
+                    "Failed database attempts of the stream core since start.",
+                )
+                _gauge(registry, "cityops_stream_recomputed_hours", lambda: live.recomputed_hours,
+                       "Hours recomputed from the stored readings since start.")  # fmt: skip
             # registry changes (devices added, retired, moved) reach the live rates too;
             # stopped before the live consumer (stoppers run last first), whose connection it uses
             refresh = _Ticker(
@@ -126,6 +162,28 @@ def build_pipeline(
         pipeline.stop()
         raise
     return pipeline
+
+
+def wait_for_database(settings: Settings, stop: threading.Event | None = None) -> None:
+    """Block until PostgreSQL answers, retrying with ingest's back-off (as ingest's start does)."""
+    from cityops.db import pool
+
+    backoff = heartbeat.Backoff(settings.ingest.retry_initial_s, settings.ingest.retry_max_s)
+    while True:
+        try:
+            pool.connect(settings.db, autocommit=True).close()
+            return
+        except DatabaseError as err:
+            wait = backoff.failed()
+            log.warning("pipeline_db_unavailable", error=str(err), retry_in_s=wait)
+            if stop is not None and stop.wait(wait):
+                raise
+            if stop is None:
+                time.sleep(wait)
+
+
+def _gauge(registry: CollectorRegistry, name: str, fn: Callable[[], float], doc: str) -> None:
+    Gauge(name, doc, registry=registry).set_function(fn)
 
 
 def _start_alerts(
@@ -171,8 +229,29 @@ def _start_alerts(
         link_radius_m=settings.alerts.link_radius_m,
         link_window=timedelta(hours=settings.alerts.link_window_h),
         owns_area=area_filter(settings.ingest),
+        backoff=heartbeat.Backoff(settings.ingest.retry_initial_s, settings.ingest.retry_max_s),
+        consumer=heartbeat.consumer_name("alerts", settings.ingest),
+        max_lag_s=settings.stream.max_lag_s,
+        db_timeout_s=settings.db.connect_timeout_s,
     )
     pipeline.consumers.append(engine)
+    pipeline.stoppers.append(engine.stop)  # after the tickers stop, before the notifier and pool
+    pipeline.probes["alerts"] = engine.readiness
+    if registry is not None:
+        _gauge(
+            registry,
+            "cityops_alerts_lag_seconds",
+            engine.lag_s,
+            "Seconds the oldest alert transition not stored yet has waited (0: current).",
+        )
+        _gauge(
+            registry,
+            "cityops_alerts_db_up",
+            lambda: float(engine.db_ok),
+            "1 when the alert engine's last database work succeeded.",
+        )
+        _gauge(registry, "cityops_alerts_unstored_transitions", lambda: len(engine._unstored),
+               "Alert transitions kept in memory until the database answers.")  # fmt: skip
     ticker = _Ticker("alerts-tick", settings.alerts.tick_s, engine.tick).start()
     pipeline.stoppers.append(ticker.stop)
     registry_ticker = _Ticker("alerts-registry", 60.0, engine.reload_registry).start()

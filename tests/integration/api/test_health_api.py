@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from cityops import heartbeat
 from tests.conftest import Broker, free_port
 from tests.integration.api.conftest import Keys, api_settings, seed_alert
 
@@ -24,7 +26,55 @@ def test_ready_with_database_and_broker(migrated_db: str, mqtt_broker: Broker) -
     with TestClient(create_app(settings)) as client:
         r = client.get("/readyz")
     assert r.status_code == 200, r.text
-    assert r.json() == {"status": "ready", "database": True, "broker": True, "errors": {}}
+    assert r.json() == {
+        "status": "ready",
+        "database": True,
+        "broker": True,
+        "consumers": {},
+        "errors": {},
+    }
+
+
+@pytest.mark.mqtt
+def test_readiness_follows_the_consumers_progress(migrated_db: str, mqtt_broker: Broker) -> None:
+    """ingest's stream core and alert engine store a heartbeat; a stale one means not ready."""
+    settings = api_settings(migrated_db, mqtt_port=mqtt_broker.port)
+    limit = settings.stream.max_lag_s
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        heartbeat.write(conn, "stream/0of1")
+        heartbeat.write(conn, "alerts/0of1")
+        with TestClient(create_app(settings)) as client:
+            r = client.get("/readyz")
+            assert r.status_code == 200, r.text
+            assert set(r.json()["consumers"]) == {"stream/0of1", "alerts/0of1"}
+            # the stream core stopped writing progress (its database connection died)
+            conn.execute(
+                "UPDATE consumer_heartbeat SET beat_at = now() - make_interval(secs => %s) "
+                "WHERE consumer = 'stream/0of1'",
+                (limit + 5,),
+            )
+            r = client.get("/readyz")
+            assert r.status_code == 503, r.text
+            body = r.json()
+            assert body["consumers"]["stream/0of1"]["stale"] is True
+            assert body["consumers"]["alerts/0of1"]["stale"] is False
+            assert "stream/0of1" in body["errors"]["consumers"]
+            # ... it caught up but reports a lag above the limit: still not ready
+            heartbeat.write(conn, "stream/0of1", lag_s=limit + 1)
+            assert client.get("/readyz").status_code == 503
+            # caught up; or stopped on purpose: ready
+            heartbeat.write(conn, "stream/0of1", lag_s=0.0)
+            assert client.get("/readyz").status_code == 200
+            heartbeat.write(conn, "alerts/0of1", stopped=True)
+            conn.execute("UPDATE consumer_heartbeat SET beat_at = now() - interval '1 day'")
+            r = client.get("/readyz")
+            assert r.status_code == 503  # the stream row is stale, the stopped one is not
+            assert r.json()["consumers"]["alerts/0of1"] == {
+                "age_s": r.json()["consumers"]["alerts/0of1"]["age_s"],
+                "lag_s": 0.0,
+                "stopped": True,
+                "stale": False,
+            }
 
 
 def test_not_ready_without_broker(client: TestClient) -> None:

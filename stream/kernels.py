@@ -295,6 +295,15 @@ def accumulate(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (one l
 
 
 SLOT_MEAN, SLOT_VAR, SLOT_COUNT, SLOT_SAME = 0, 1, 2, 3  # anomaly_update's per-slot layout
+# anomaly_update's per-sensor scalars, one record per sensor (a batch touches its sensors in no
+# particular order: one record is one or two cache lines where one array per field is twelve)
+SENSOR_DTYPE = np.dtype(
+    [
+        ("last_ts", "<i8"), ("count", "<i8"), ("last_val", "<f8"), ("flat_since", "<i8"),
+        ("last_slot", "<i8"), ("start_ts", "<i8"), ("level", "<f8"), ("var", "<f8"),
+        ("fvar", "<f8"), ("surprise", "<f8"), ("same_rate", "<f8"), ("down_at", "<i8"),
+    ]
+)  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
@@ -306,17 +315,7 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
     order,
     params,
     carry,
-    last_ts,
-    last_val,
-    count,
-    flat_since,
-    last_slot,
-    start_ts,
-    level,
-    var,
-    fvar,
-    surprise,
-    same_rate,
+    sensors,
     slots,
     score,
     cause,
@@ -377,62 +376,63 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
         cause[i] = 0
         if d < 0:
             continue
+        sv = sensors[d]  # the sensor's scalars: one record (SENSOR_DTYPE), one or two cache lines
         t = ts[i]
-        if last_ts[d] != NO_TS and t <= last_ts[d]:
+        if sv.last_ts != NO_TS and t <= sv.last_ts:
             continue
         x = val[i]
         s = slot[i]
         if np.isnan(x) or s < 0:  # the sensor reported, without this value: alive, nothing to learn
-            last_ts[d] = t
+            sv.last_ts = t
             continue
-        n = count[d]
+        n = sv.count
         if slots[d, s, SLOT_COUNT] == 0.0 and carry and n > 0:
-            ps = last_slot[d]
+            ps = sv.last_slot
             slots[d, s, SLOT_MEAN] = slots[d, ps, SLOT_MEAN]
             slots[d, s, SLOT_VAR] = slots[d, ps, SLOT_VAR]
             slots[d, s, SLOT_SAME] = slots[d, ps, SLOT_SAME]
             slots[d, s, SLOT_COUNT] = 1.0
-        repeat = n > 0 and abs(x - last_val[d]) <= eps
-        entered = s == reseed and n > 0 and s != last_slot[d] and slots[d, s, SLOT_COUNT] > 0.0
+        repeat = n > 0 and abs(x - sv.last_val) <= eps
+        entered = s == reseed and n > 0 and s != sv.last_slot and slots[d, s, SLOT_COUNT] > 0.0
         if entered:
             slots[d, s, SLOT_MEAN] = x
-            surprise[d] = 0.0
-        if not carry and n > 0 and s != last_slot[d]:
+            sv.surprise = 0.0
+        if not carry and n > 0 and s != sv.last_slot:
             # the short-term spread restarts from the new state's usual one
             rel = rel_floor * x
-            fvar[d] = max(np.float64(slots[d, s, SLOT_VAR]), floor2, rel * rel)
+            sv.fvar = max(np.float64(slots[d, s, SLOT_VAR]), floor2, rel * rel)
         if slots[d, s, SLOT_COUNT] > 0.0 and not entered:
             mean = np.float64(slots[d, s, SLOT_MEAN])
             slot_var = np.float64(slots[d, s, SLOT_VAR])
-            same = np.float64(same_rate[d] if carry else slots[d, s, SLOT_SAME])
-            pred = level[d] + mean
+            same = np.float64(sv.same_rate if carry else slots[d, s, SLOT_SAME])
+            pred = sv.level + mean
             resid = x - pred
             rel = rel_floor * pred
             # the slot's baseline is itself an estimate from its readings so far: the spread a
             # reading is judged against includes that uncertainty (predictive variance)
-            v = max(var[d] if carry else slot_var, floor2, rel * rel) * (
+            v = max(sv.var if carry else slot_var, floor2, rel * rel) * (
                 1.0 + 1.0 / np.float64(slots[d, s, SLOT_COUNT])
             )
             sd = np.sqrt(v)
             # --- score, before learning ---
             if repeat:
-                surprise[d] -= np.log10(min(max(same, 0.01), 0.99))
+                sv.surprise -= np.log10(min(max(same, 0.01), 0.99))
             else:
-                surprise[d] = 0.0
+                sv.surprise = 0.0
             # the short-term spread: of the step from the last reading (half its square: a
             # step of two independent readings has twice their variance), blind to the level
             # (a shift or a ramp moves it once or slowly), not to a burst of noise
-            step = x - last_val[d] if n > 0 and (carry or s == last_slot[d]) else 0.0
-            fv = (1.0 - fast_alpha) * fvar[d] + fast_alpha * 0.5 * step * step
+            step = x - sv.last_val if n > 0 and (carry or s == sv.last_slot) else 0.0
+            fv = (1.0 - fast_alpha) * sv.fvar + fast_alpha * 0.5 * step * step
             k = np.float64(slots[d, s, SLOT_COUNT]) + 1.0
             if carry:
-                judged = n >= warmup and t - start_ts[d] >= season_warmup_ms
+                judged = n >= warmup and t - sv.start_ts >= season_warmup_ms
             else:
                 judged = n >= warmup and k > slot_warmup
             if judged:
                 best = abs(resid) / sd
                 c = 1
-                zf = surprise[d] / flat_log10 * z_ref
+                zf = sv.surprise / flat_log10 * z_ref
                 if zf > best:
                     best = zf
                     c = 2
@@ -450,14 +450,14 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
                 outlier = False
             # --- learn ---
             a_v = max(1.0 / (n + 1.0), 1.0 / memory)
-            var[d] += (1.0 / memory if outlier else a_v) * (rc * rc - var[d])
-            fvar[d] = fv
+            sv.var += (1.0 / memory if outlier else a_v) * (rc * rc - sv.var)
+            sv.fvar = fv
             # An outlier teaches the baselines at their long memory's rate only, however young
             # they are: a lasting change is learnt, an anomaly does not become the baseline.
             if carry:
                 a_l = 1.0 / level_memory if outlier else max(1.0 / (n + 1.0), 1.0 / level_memory)
-                level[d] += a_l * rc
-                same_rate[d] = same + a_v * ((1.0 if repeat else 0.0) - same)
+                sv.level += a_l * rc
+                sv.same_rate = same + a_v * ((1.0 if repeat else 0.0) - same)
             a_s = 1.0 / slot_memory if outlier else max(1.0 / k, 1.0 / slot_memory)
             slots[d, s, SLOT_MEAN] = mean + a_s * rc
             a_sv = 1.0 / memory if outlier else max(1.0 / k, 1.0 / memory)
@@ -467,7 +467,7 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
             slots[d, s, SLOT_COUNT] = min(k, 1e9)
         elif not entered:
             if carry:  # the sensor's first reading: the level starts here, the shape at 0
-                level[d] = x
+                sv.level = x
                 slots[d, s, SLOT_MEAN] = 0.0
             else:
                 slots[d, s, SLOT_MEAN] = x
@@ -475,18 +475,18 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
             slots[d, s, SLOT_SAME] = 0.5
             slots[d, s, SLOT_COUNT] = 1.0
             if n == 0:
-                var[d] = 0.0
-                fvar[d] = 0.0
-                surprise[d] = 0.0
-                same_rate[d] = 0.5
+                sv.var = 0.0
+                sv.fvar = 0.0
+                sv.surprise = 0.0
+                sv.same_rate = 0.5
         if n == 0:
-            start_ts[d] = t
+            sv.start_ts = t
         if n == 0 or not repeat:
-            flat_since[d] = t
-        last_slot[d] = s
-        last_val[d] = x
-        last_ts[d] = t
-        count[d] = n + 1
+            sv.flat_since = t
+        sv.last_slot = s
+        sv.last_val = x
+        sv.last_ts = t
+        sv.count = n + 1
         applied += 1
     return applied
 

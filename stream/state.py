@@ -136,14 +136,34 @@ _COLUMNS = (
 )
 
 
+class _Field:
+    """A per-sensor scalar of ``SensorState``: the view of that field of its record array."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: SensorState, objtype: type | None = None) -> np.ndarray:
+        view: np.ndarray = obj.sensors[self.name]
+        return view
+
+
 class SensorState:
     """Online state of every sensor of one kind (bounded: a fixed set of arrays)."""
 
-    _ARRAYS = (
-        "last_ts", "last_val", "count", "flat_since", "last_slot", "start_ts", "level", "var",
-        "fvar",
-        "surprise", "same_rate", "down_at", "slots",
-    )  # fmt: skip
+    # The per-sensor scalars live in one record array (``kernels.SENSOR_DTYPE``), read and
+    # written through column views (``state.var[d] = ...``).
+    last_ts = _Field()
+    count = _Field()
+    last_val = _Field()
+    flat_since = _Field()
+    last_slot = _Field()
+    start_ts = _Field()  # the sensor's first reading
+    level = _Field()
+    var = _Field()
+    fvar = _Field()
+    surprise = _Field()
+    same_rate = _Field()
+    down_at = _Field()  # last will / offline report
 
     def __init__(
         self, kind: Kind, n_devices: int, settings: StreamSettings, timezone: str = "Asia/Shanghai"
@@ -185,22 +205,14 @@ class SensorState:
         return float(spec.allowed.index(self.detector.reseed))
 
     def _alloc(self, n: int) -> None:
-        s = self.n_slots
-        self.last_ts = np.full(n, kernels.NO_TS, dtype=np.int64)
-        self.last_val = np.full(n, np.nan)
-        self.count = np.zeros(n, dtype=np.int64)
-        self.flat_since = np.full(n, kernels.NO_TS, dtype=np.int64)
-        self.last_slot = np.zeros(n, dtype=np.int64)
-        self.start_ts = np.zeros(n, dtype=np.int64)  # the sensor's first reading
-        self.level = np.zeros(n)
-        self.var = np.zeros(n)
-        self.fvar = np.zeros(n)
-        self.surprise = np.zeros(n)
-        self.same_rate = np.full(n, 0.5)  # share of readings repeating the last value (rooms)
-        self.down_at = np.full(n, kernels.NO_TS, dtype=np.int64)  # last will / offline report
+        self.sensors = np.zeros(n, dtype=kernels.SENSOR_DTYPE)
+        for name in ("last_ts", "flat_since", "down_at"):  # down_at: last will / offline report
+            self.sensors[name] = kernels.NO_TS
+        self.sensors["last_val"] = np.nan
+        self.sensors["same_rate"] = 0.5  # share of readings repeating the last value (rooms)
         # per slot: baseline, spread, readings learnt, share of repeated values
         # (kernels.SLOT_MEAN ...), one cache line's worth per slot
-        self.slots = np.zeros((n, s, 4), dtype=np.float32)
+        self.slots = np.zeros((n, self.n_slots, 4), dtype=np.float32)
 
     @property
     def model(self) -> str:
@@ -211,15 +223,15 @@ class SensorState:
         """Re-lay the arrays for a new device order: ``old_pos[i]`` is new device i's old
         position, or -1 for a device that is new (its state starts empty)."""
         keep = old_pos >= 0
-        old = {name: getattr(self, name) for name in self._ARRAYS}
+        sensors, slots = self.sensors, self.slots
         self._alloc(len(old_pos))
-        for name, arr in old.items():
-            getattr(self, name)[keep] = arr[old_pos[keep]]
+        self.sensors[keep] = sensors[old_pos[keep]]
+        self.slots[keep] = slots[old_pos[keep]]
 
     @property
     def nbytes(self) -> int:
         """Memory held by the state arrays."""
-        return sum(getattr(self, name).nbytes for name in self._ARRAYS)
+        return int(self.sensors.nbytes + self.slots.nbytes)
 
     def slots_of(self, ts: np.ndarray, columns: Any) -> np.ndarray:
         """The slot of each reading: local hour, state code (-1: state missing) or 0."""
@@ -257,11 +269,7 @@ class SensorState:
         slots = np.ascontiguousarray(slots, dtype=np.int64)
         score = np.full(len(ts), np.nan)
         cause = np.zeros(len(ts), dtype=np.int8)
-        state = (
-            self.params, self.detector.carry, self.last_ts, self.last_val, self.count,
-            self.flat_since, self.last_slot, self.start_ts, self.level, self.var, self.fvar,
-            self.surprise, self.same_rate, self.slots,
-        )  # fmt: skip
+        state = (self.params, self.detector.carry, self.sensors, self.slots)
         m = len(order)
         if m < GATHER_FROM:  # a live batch: small enough to stay in cache
             kernels.anomaly_update(dev, ts, values, slots, order, *state, score, cause)

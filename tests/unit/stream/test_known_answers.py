@@ -223,3 +223,12 @@ def test_live_consumer_keeps_state_across_a_registry_reload() -> None:
     due = sum(r.denominator for r in rows if r.metric == "lighting_rate" and r.hour_ms == t)
     assert due == pytest.approx(3 * 60)
     assert live.late_readings()[Kind.STREETLIGHT] == 0
+
+
+def test_sensor_state_fields_are_the_kernels_record() -> None:
+    """Every per-sensor field of the kernel's record is reachable on the state, and no other."""
+    from stream import kernels
+    from stream.state import SensorState, _Field
+
+    fields = {name for name, v in vars(SensorState).items() if isinstance(v, _Field)}
+    assert fields == set(kernels.SENSOR_DTYPE.names or ())

@@ -110,7 +110,7 @@ def rules_file(workdir: Path) -> Path:
 
 SIZES = {  # lamps, rooms, charging piles; days; shapes per device per day
     "quick": ((400, 600, 60), 2, 0.4),
-    "full": ((1_200, 1_800, 300), 4, 0.2),
+    "full": ((800, 1_200, 150), 4, 0.2),
 }
 
 

@@ -15,22 +15,9 @@ from alerts.model import NoticeState
 from cityops import heartbeat
 from cityops.catalog import Kind
 from tests.integration.alerts.conftest import NIGHT, Harness, minutes
+from tests.integration.outage import set_connections
 
 pytestmark = pytest.mark.pg
-
-
-def _set_connections(admin_dsn: str, dbname: str, allow: bool) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            psycopg.sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-                psycopg.sql.Identifier(dbname), psycopg.sql.SQL("true" if allow else "false")
-            )
-        )
-        if not allow:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (dbname,),
-            )
 
 
 def test_transitions_during_an_outage_are_stored_and_notified_after_it(
@@ -44,7 +31,7 @@ def test_transitions_during_an_outage_are_stored_and_notified_after_it(
     assert isinstance(dbname, str)
     harness.tick(NIGHT)
     assert engine.readiness()["ok"] is True
-    _set_connections(pg_admin_dsn, dbname, allow=False)
+    set_connections(pg_admin_dsn, dbname, allow=False)
     try:
         # a cover opens and closes while the database is away: nothing raises, nothing is lost
         sent = harness.readings(Kind.MANHOLE, [("MH-1", NIGHT, {"cover_open": True})])
@@ -60,7 +47,7 @@ def test_transitions_during_an_outage_are_stored_and_notified_after_it(
         assert state["unstored_transitions"] >= 2
         assert engine.lag_s() > 0
     finally:
-        _set_connections(pg_admin_dsn, dbname, allow=True)
+        set_connections(pg_admin_dsn, dbname, allow=True)
     sent = []
     deadline = time.monotonic() + 60  # the pool reconnects with its own back-off
     while (engine._unstored or not engine.db_ok) and time.monotonic() < deadline:

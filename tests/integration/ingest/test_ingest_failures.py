@@ -30,6 +30,7 @@ from tests.integration.ingest.conftest import (
     start_ingest_process,
     wait_for,
 )
+from tests.integration.outage import set_connections
 
 pytestmark = [pytest.mark.pg, pytest.mark.mqtt, pytest.mark.slow]
 
@@ -234,20 +235,6 @@ def test_sigterm_flushes_and_acknowledges_the_current_batch(
         client.loop_stop()
 
 
-def _set_connections(admin_dsn: str, dbname: str, allow: bool) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            psycopg.sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-                psycopg.sql.Identifier(dbname), psycopg.sql.SQL("true" if allow else "false")
-            )
-        )
-        if not allow:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (dbname,),
-            )
-
-
 def test_database_outage_mid_stream(
     runner: Runner,
     publishers: Callable[..., Publisher],
@@ -260,7 +247,7 @@ def test_database_outage_mid_stream(
     stream = Stream(publishers, 1500, per_message=2).start()
     try:
         assert wait_for(lambda: total_rows(dsn) >= 500, 60)
-        _set_connections(pg_admin_dsn, dbname, allow=False)
+        set_connections(pg_admin_dsn, dbname, allow=False)
         assert wait_for(lambda: service.metrics.db_retries._value.get() >= 2, 30)
         state = service.readiness()
         assert state["database"] is False
@@ -278,7 +265,7 @@ def test_database_outage_mid_stream(
         assert min(held) > 0, held  # the un-acknowledged messages are held, not dropped
         assert received < 1500
     finally:
-        _set_connections(pg_admin_dsn, dbname, allow=True)
+        set_connections(pg_admin_dsn, dbname, allow=True)
     stream.join()
     assert wait_for(lambda: total_rows(dsn) >= len(stream.keys), 90)
     keys = stored_keys(dsn)

@@ -35,6 +35,7 @@ from tests.integration.ingest.conftest import (  # noqa: F401 (fixtures)
     secure_broker,
     wait_for,
 )
+from tests.integration.outage import set_connections
 from tests.integration.stream import fleet
 
 pytestmark = [pytest.mark.pg, pytest.mark.mqtt, pytest.mark.slow]
@@ -137,20 +138,6 @@ def _stored(dsn: str) -> int:
     return total
 
 
-def _set_connections(admin_dsn: str, dbname: str, allow: bool) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            psycopg.sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-                psycopg.sql.Identifier(dbname), psycopg.sql.SQL("true" if allow else "false")
-            )
-        )
-        if not allow:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (dbname,),
-            )
-
-
 def _terminate(admin_dsn: str, pids: list[int]) -> None:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         for pid in pids:
@@ -221,7 +208,7 @@ def test_live_rates_after_database_outages_equal_recompute(
     # 2. The whole database goes away mid-stream: lag and readiness go bad, then recover.
     _publish(pubs, parts[2][:40])
     assert wait_for(lambda: _stored(dsn) == 440, 60)
-    _set_connections(pg_admin_dsn, dbname, allow=False)
+    set_connections(pg_admin_dsn, dbname, allow=False)
     try:
         _publish(pubs, parts[2][40:])  # the broker takes them; ingest cannot store them yet
         assert wait_for(
@@ -235,7 +222,7 @@ def test_live_rates_after_database_outages_equal_recompute(
         assert state["stream"]["database"] is False
         assert proc.gauge("cityops_stream_db_up") == 0.0
     finally:
-        _set_connections(pg_admin_dsn, dbname, allow=True)
+        set_connections(pg_admin_dsn, dbname, allow=True)
     assert wait_for(lambda: _stored(dsn) == 560, 90)
     _publish(pubs, parts[3])  # batches after the outage carry the catch-up point
     assert wait_for(lambda: _stored(dsn) == len(rows), 60)

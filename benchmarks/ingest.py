@@ -447,6 +447,8 @@ def paced_publisher_c(port: int, rate: float, seconds: float, devices: list[str]
 
 
 LOW_RATE = 1000
+# Retention and compression age of the benchmark database, longer than the age of its readings.
+BENCH_KEEP_DAYS = 36_500
 
 
 def measure_latency(
@@ -533,7 +535,16 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     try:
         settings0 = Settings(db=DatabaseSettings(dsn=dsn))
         with psycopg.connect(dsn, autocommit=True, options="-c TimeZone=UTC") as conn:
-            migrate.migrate(conn, settings0.storage.model_copy(update={"timescaledb": timescaledb}))
+            # The readings are dated 2024-2025: keep them (no retention drop, no compression of
+            # their chunks by a policy job mid-run) so both paths store every row they are given.
+            storage_settings = settings0.storage.model_copy(
+                update={
+                    "timescaledb": timescaledb,
+                    "retention_days": BENCH_KEEP_DAYS,
+                    "compress_after_days": BENCH_KEEP_DAYS,
+                }
+            )
+            migrate.migrate(conn, storage_settings)
         with psycopg.connect(dsn, options="-c TimeZone=UTC") as conn:
             registry.import_areas(conn, registry.reference_area_records(), "reference")
             (area,) = conn.execute("SELECT min(code) FROM areas").fetchone()  # type: ignore[misc]
@@ -576,6 +587,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         with psycopg.connect(dsn) as conn:
             (stored,) = conn.execute("SELECT count(*) FROM heating_readings").fetchone()  # type: ignore[misc]
             (dead,) = conn.execute("SELECT count(*) FROM dead_letters").fetchone()  # type: ignore[misc]
+            (server, tsdb) = conn.execute(  # type: ignore[misc]
+                "SELECT current_setting('server_version'), "
+                "(SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')"
+            ).fetchone()
         result = {
             "copy_rows_per_s": round(copy_rows_per_s),
             "drain_msgs_per_s": round(drain_msgs_per_s),
@@ -600,6 +615,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             "params": {
                 "quick": args.quick,
                 "storage": args.storage,
+                "postgresql": server,
+                "timescaledb": tsdb,
+                "retention_and_compress_after_days": BENCH_KEEP_DAYS,
                 "copy_rows": n_copy,
                 "drain_msgs": n_drain,
                 "single_msgs": n_single,

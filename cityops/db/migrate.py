@@ -146,6 +146,10 @@ def migrate(conn: psycopg.Connection[Any], settings: StorageSettings) -> list[Mi
             report = storage.maintain_partitions(conn, settings)
             if report.created:
                 log.info("partitions_created", count=len(report.created))
+        else:
+            slots = storage.worker_slots(conn)
+            if slots is not None and slots.short:
+                log.warning("timescaledb_worker_slots_short", **slots.as_log())
         return ran
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))

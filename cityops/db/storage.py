@@ -108,6 +108,65 @@ def check_timescaledb_version(version: str) -> None:
     )
 
 
+WORKER_SLOTS_SQL = """
+SELECT current_setting('max_worker_processes')::int,
+       current_setting('max_parallel_workers')::int,
+       current_setting('timescaledb.max_background_workers', true)::int
+"""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerSlots:
+    """The server's background-worker settings as TimescaleDB's jobs see them.
+
+    TimescaleDB runs each job in a PostgreSQL background worker taken from
+    ``max_worker_processes``, which parallel queries share. With PostgreSQL's default of 8 the
+    8 policies cityops creates per database (compression and retention on four tables) do not
+    all get a worker when they fall due together (as they do right after ``db migrate``): the
+    scheduler logs ``failed to launch job ...: failed to start a background worker`` and
+    records the run as failed. TimescaleDB's guidance is ``max_worker_processes`` of at least
+    ``timescaledb.max_background_workers + max_parallel_workers`` (``timescaledb-tune`` sets it).
+    """
+
+    max_worker_processes: int
+    max_parallel_workers: int
+    max_background_workers: int
+
+    @property
+    def wanted(self) -> int:
+        """The smallest ``max_worker_processes`` TimescaleDB's guidance allows."""
+        return self.max_background_workers + self.max_parallel_workers
+
+    @property
+    def short(self) -> bool:
+        """True when background jobs can fail to start for lack of a worker."""
+        return self.max_worker_processes < self.wanted
+
+    def as_log(self) -> dict[str, int | str]:
+        """Fields for the warning ``db migrate`` logs."""
+        return {
+            "max_worker_processes": self.max_worker_processes,
+            "wanted": self.wanted,
+            "hint": (
+                "set max_worker_processes >= timescaledb.max_background_workers + "
+                "max_parallel_workers (or run timescaledb-tune) and restart PostgreSQL; until "
+                "then TimescaleDB jobs can fail to start (docs/storage.md)"
+            ),
+        }
+
+
+def worker_slots(conn: psycopg.Connection[Any]) -> WorkerSlots | None:
+    """The worker settings, or None when TimescaleDB is not loaded."""
+    row = fetch_one(conn, WORKER_SLOTS_SQL)
+    if row[2] is None:
+        return None
+    return WorkerSlots(
+        max_worker_processes=int(row[0]),
+        max_parallel_workers=int(row[1]),
+        max_background_workers=int(row[2]),
+    )
+
+
 def fetch_one(
     conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()
 ) -> tuple[Any, ...]:

@@ -132,23 +132,63 @@ def test_status_counts_rows_in_compressed_chunks(timescale_db: str) -> None:
     assert 18_000 <= heating.rows <= 22_000
 
 
-def test_policy_jobs_run_without_errors(timescale_db: str) -> None:
-    """Our compression and retention policies run (run_job) and record no failure.
+def test_policies_do_their_work_when_run(timescale_db: str) -> None:
+    """Our compression and retention policies run without error and do their work.
 
-    The failures seen in production were recorded by the background worker; run_job runs the
-    same procedure in this session, so it checks our side (the policies and their settings).
+    ``CALL run_job`` runs the policy's procedure in this session; it raises if the policy fails
+    and records nothing in ``job_stats``. What it does not go through is the background worker's
+    job runner, which on TimescaleDB 2.28.3 with PostgreSQL 15.20 records every run as failed
+    after the work has committed (``cannot drop portal "" while it is being set up``), for
+    TimescaleDB's own jobs too: that is upstream (docs/storage.md), so ``job_stats`` is not
+    what this test reads. The background runs of these jobs are switched off here so that
+    they cannot race the runs under test.
     """
+    settings = make_settings(timescale_db, retention_days=30, compress_after_days=3)
     with _conn(timescale_db) as conn:
-        migrate.migrate(conn, make_settings(timescale_db).storage)
-        jobs = conn.execute(
-            "SELECT job_id FROM timescaledb_information.jobs "
-            "WHERE hypertable_name = 'heating_readings' ORDER BY job_id"
-        ).fetchall()
-        assert len(jobs) == 2
-        for (job_id,) in jobs:
-            conn.execute("CALL run_job(%s)", (job_id,))
-        failures = conn.execute(
-            "SELECT coalesce(sum(total_failures), 0) FROM timescaledb_information.job_stats "
-            "WHERE hypertable_name = 'heating_readings'"
+        migrate.migrate(conn, settings.storage)
+        jobs = dict(
+            conn.execute(
+                "SELECT proc_name, job_id FROM timescaledb_information.jobs "
+                "WHERE hypertable_name = 'heating_readings'"
+            ).fetchall()
+        )
+        assert set(jobs) == {"policy_compression", "policy_retention"}
+        for job_id in jobs.values():
+            conn.execute("SELECT alter_job(%s, scheduled => false)", (job_id,))
+        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        conn.execute(
+            "INSERT INTO heating_readings (device_id, ts, temperature_c) "
+            "SELECT 'H-' || d, %s - i * interval '1 hour', 20 "
+            "FROM generate_series(0, 40 * 24) i, generate_series(1, 2) d",
+            (now,),
+        )
+        recent = conn.execute(
+            "SELECT count(*) FROM heating_readings WHERE ts >= %s", (now - timedelta(days=29),)
         ).fetchone()
-    assert failures == (0,)
+        conn.execute("CALL run_job(%s)", (jobs["policy_retention"],))
+        conn.execute("CALL run_job(%s)", (jobs["policy_compression"],))
+        # retention: nothing older than 30 days (plus the chunk straddling the cut) is left,
+        # everything younger is
+        oldest = conn.execute("SELECT min(ts) FROM heating_readings").fetchone()
+        assert oldest is not None
+        assert oldest[0] >= now - timedelta(days=31)
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM heating_readings WHERE ts >= %s", (now - timedelta(days=29),)
+            ).fetchone()
+            == recent
+        )
+        # compression: every chunk that ended more than 3 days ago is compressed
+        uncompressed_old = conn.execute(
+            "SELECT count(*) FROM timescaledb_information.chunks "
+            "WHERE hypertable_name = 'heating_readings' AND NOT is_compressed "
+            "AND range_end < %s",
+            (now - timedelta(days=3),),
+        ).fetchone()
+        compressed = conn.execute(
+            "SELECT count(*) FROM timescaledb_information.chunks "
+            "WHERE hypertable_name = 'heating_readings' AND is_compressed"
+        ).fetchone()
+    assert uncompressed_old == (0,)
+    assert compressed is not None
+    assert compressed[0] >= 20

@@ -19,7 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 
-from tests.conftest import free_port
+from tests.conftest import _with_dbname, free_port
 from tests.integration.ingest.conftest import (
     INGEST_PASSWORD,
     Publisher,
@@ -235,6 +235,16 @@ def test_sigterm_flushes_and_acknowledges_the_current_batch(
         client.loop_stop()
 
 
+def _admin_of(dsn: str, pg_admin_dsn: str) -> str:
+    """The maintenance database of the server holding ``dsn``.
+
+    ``pg_admin_dsn`` names the main test server; on the 'timescaledb' storage path the test's
+    database lives on the TimescaleDB server instead, and the outage must hit that one.
+    """
+    admin_db = psycopg.conninfo.conninfo_to_dict(pg_admin_dsn).get("dbname") or "postgres"
+    return _with_dbname(dsn, str(admin_db))
+
+
 def test_database_outage_mid_stream(
     runner: Runner,
     publishers: Callable[..., Publisher],
@@ -242,6 +252,7 @@ def test_database_outage_mid_stream(
 ) -> None:
     service = runner.start(retry_initial_s=0.05, retry_max_s=0.3, receive_maximum=100)
     dsn = runner.dsn
+    pg_admin_dsn = _admin_of(dsn, pg_admin_dsn)
     dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
     assert isinstance(dbname, str)
     stream = Stream(publishers, 1500, per_message=2).start()
@@ -281,6 +292,7 @@ def test_backends_terminated_repeatedly_mid_stream(
 ) -> None:
     service = runner.start(retry_initial_s=0.05, retry_max_s=0.2)
     dsn = runner.dsn
+    pg_admin_dsn = _admin_of(dsn, pg_admin_dsn)
     dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
     stream = Stream(publishers, 1500, per_message=2).start()
     with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:

@@ -772,6 +772,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         port, scn, speed, secs, seed, births = args.publish
         publish(int(port), scn, float(speed), float(secs), int(seed), births == "1")
         return
+    from cityops import logging as cityops_logging
+    from cityops.settings import LogSettings
+
+    cityops_logging.configure(LogSettings(level="warning"))  # stdout carries only the JSON
     admin = admin_dsn(args.dsn)
     result: dict[str, Any] = {
         "minutes_per_phase": args.minutes,

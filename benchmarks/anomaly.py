@@ -114,9 +114,7 @@ SIZES = {  # lamps, rooms, charging piles; days; shapes per device per day
 }
 
 
-def build_sim(
-    devices: tuple[int, int, int], days: int, seed: int, shape_rate: float
-) -> Simulation:
+def build_sim(devices: tuple[int, int, int], days: int, seed: int, shape_rate: float) -> Simulation:
     """Lamps, rooms and charging piles; shapes injected once the detectors have learnt."""
     lamps, rooms, piles = devices
     spec = scenario.ScenarioSpec(
@@ -341,7 +339,10 @@ def main() -> None:
             report = registry.import_devices(conn, scenario.registry_records(sim.scenario), "bench")
             if report.errors:
                 raise RuntimeError(f"registry import failed: {report.errors[:3]}")
-        log(f"replaying {sum(devices)} devices (lamps, rooms, piles: {devices}) over {days} days through broker, ingest, stream, alerts")
+        log(
+            f"replaying {sum(devices)} devices (lamps, rooms, piles: {devices}) over {days} days"
+            " through broker, ingest, stream, alerts"
+        )
         fired, readings, elapsed = run_product(dsn, sim, workdir)
         log(f"{readings} readings in {elapsed:.0f} s; {len(fired)} anomaly alerts; baseline next")
         base = baseline_alerts(dsn, StreamSettings())

@@ -75,7 +75,8 @@ def device_time_order(dev: np.ndarray, ts: np.ndarray, n_dev: int) -> np.ndarray
 
     Equal to ``np.lexsort((ts, dev))`` without the unknown devices. Large inputs use a counting
     sort by device (linear) and sort each device's few readings; small batches against a large
-    registry use lexsort, which does not touch a per-device array.
+    registry one stable sort of a packed (device, time) key, which does not touch a per-device
+    array.
     """
     return device_time_sort(dev, ts, n_dev)[0]
 
@@ -84,12 +85,22 @@ def device_time_sort(
     dev: np.ndarray, ts: np.ndarray, n_dev: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``device_time_order`` and the device and timestamp arrays already in that order."""
-    if len(ts) * 64 < n_dev:
+    if len(ts) * 8 > n_dev:  # a large batch for the registry: counting sort, linear
+        order, dev_sorted, ts_sorted = _counting_order(dev, ts, n_dev)
+        return order, dev_sorted, ts_sorted
+    # A live batch against a large registry: one stable sort of (device, time) packed in one
+    # int64 (time relative to the batch's first reading) when both fit, else lexsort; neither
+    # touches a per-device array.
+    t0 = int(ts.min()) if len(ts) else 0
+    span = int(ts.max()) - t0 if len(ts) else 0
+    if span < 2**32 and n_dev < 2**31:
+        key = (dev << 32) | (ts - t0)
+        order = np.argsort(key, kind="stable")
+        order = order[np.count_nonzero(dev < 0) :]  # unknown devices (-1) sort first
+    else:
         order = np.lexsort((ts, dev))
         order = order[dev[order] >= 0]
-        return order, dev[order], ts[order]
-    order, dev_sorted, ts_sorted = _counting_order(dev, ts, n_dev)
-    return order, dev_sorted, ts_sorted
+    return order, dev[order], ts[order]
 
 
 @njit(cache=True, nogil=True)
@@ -329,29 +340,30 @@ def anomaly_update(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0915 (o
 
     Per sensor the baseline of a reading in *slot* ``s`` is ``level + slots[s, MEAN]``. With
     ``carry`` (daily seasonality: ``s`` is the hour of the day) ``level`` follows the sensor's
-    slow changes (weather) over ``level_memory`` readings and the slots learn the daily shape;
-    a slot seen for the first time starts from the previous reading's slot (neighbouring hours
-    are alike), and the spread is one ``var`` over all slots. Without ``carry`` (``s`` is the
+    slow changes (weather) over ``level_memory`` readings and the slots learn the daily shape; a
+    slot seen for the first time starts from the previous reading's slot (neighbouring hours are
+    alike), and the spread is one ``var`` over all slots. Without ``carry`` (``s`` is the
     reported state, or a single slot) the level stays 0, each slot is its own baseline and
     spread (a lamp's power is steadier off than on), learnt from the slot's ``slot_warmup``-th
     reading on. The spread never goes below the field's resolution ``floor`` nor ``rel_floor``
-    times the baseline. A reading's score is computed *before* it updates any of that:
-    ``max(|x - baseline| / sd, flat, noise)`` where ``flat`` grows with the improbability of the
-    current run of repeated values (how often the sensor repeats a value: ``same_rate`` per
-    sensor with ``carry``, ``slots[s, SAME]`` per state without; ``z_ref`` at
-    ``10**-flat_log10``) and ``noise`` with the short-term spread ``fvar`` of the steps between
-    consecutive readings in one slot (``z_ref`` at ``noise_ratio`` times the usual spread). ``cause`` says which was largest (1 value, 2 flat,
-    3 noise). No score (NaN, cause 0) during the first ``warmup`` readings, and with ``carry``
-    before a whole day (``season_warmup_ms`` from ``start_ts``) has shown every hour once. With
-    ``reseed`` that slot, entered from another one, starts again from the entering reading,
-    unscored (a connector's power is set by each new car; what is judged is the session).
-    Learning clips residuals at ``clip`` standard deviations, and an outlier (its value or its flat statistic above ``clip``) teaches the level,
-    its slot and the spreads at the long memories' rates (``1 / level_memory``, ``1 /
-    slot_memory``, ``1 / memory``) even where the slot is young, so an anomaly barely moves the
-    baseline while a lasting shift is learnt over the memory. The spread a reading is judged
-    against includes the uncertainty of its slot's baseline (``× (1 + 1 / readings learnt)``). Late and duplicate readings are
-    skipped (NaN); a reading without the value (NaN) or without a slot (< 0) only moves the last
-    time. Returns the number of readings whose value was applied.
+    times the baseline. A reading's score is computed *before* it updates any of that: ``max(|x
+    - baseline| / sd, flat, noise)`` where ``flat`` grows with the improbability of the current
+    run of repeated values (how often the sensor repeats a value: ``same_rate`` per sensor with
+    ``carry``, ``slots[s, SAME]`` per state without; ``z_ref`` at ``10**-flat_log10``) and
+    ``noise`` with the short-term spread ``fvar`` of the steps between consecutive readings in
+    one slot (``z_ref`` at ``noise_ratio`` times the usual spread). ``cause`` says which was
+    largest (1 value, 2 flat, 3 noise). No score (NaN, cause 0) during the first ``warmup``
+    readings, and with ``carry`` before a whole day (``season_warmup_ms`` from ``start_ts``) has
+    shown every hour once. With ``reseed`` that slot, entered from another one, starts again
+    from the entering reading, unscored (a connector's power is set by each new car; what is
+    judged is the session). Learning clips residuals at ``clip`` standard deviations, and an
+    outlier (its value or its flat statistic above ``clip``) teaches the level, its slot and the
+    spreads at the long memories' rates (``1 / level_memory``, ``1 / slot_memory``, ``1 /
+    memory``) even where the slot is young, so an anomaly barely moves the baseline while a
+    lasting shift is learnt over the memory. The spread a reading is judged against includes the
+    uncertainty of its slot's baseline (``× (1 + 1 / readings learnt)``). Late and duplicate
+    readings are skipped (NaN); a reading without the value (NaN) or without a slot (< 0) only
+    moves the last time. Returns the number of readings whose value was applied.
     """
     warmup = params[0]
     slot_warmup = params[1]

@@ -243,9 +243,7 @@ def anomaly_scores(  # noqa: PLR0912, PLR0915 (written out literally, to be chec
                     math.sqrt(fast / v) / noise_ratio * z_ref,
                 )
                 rc = min(max(resid, -clip * sd), clip * sd)
-                outlier = (
-                    abs(resid) > clip * sd or st["surprise"] / flat_log10 * z_ref > clip
-                )
+                outlier = abs(resid) > clip * sd or st["surprise"] / flat_log10 * z_ref > clip
             else:
                 rc = resid
                 outlier = False

@@ -146,9 +146,7 @@ class DeviceIndex:
         # by a dict: ``sites.index`` per connector was O(connectors x sites), and a city's
         # 600,000 connectors at 55,000 sites kept `cityops ingest` from starting (soak)
         position = {name: i for i, name in enumerate(sites)}
-        site_pos = np.array(
-            [-1 if s is None else position[s] for s in site_names], dtype=np.int64
-        )
+        site_pos = np.array([-1 if s is None else position[s] for s in site_names], dtype=np.int64)
         return cls(
             kind=kind,
             ids=np.asarray(ids, dtype=object)[order] if n else np.empty(0, dtype=object),

@@ -3,9 +3,9 @@
 One ``SensorState`` per kind follows one reading field of that kind (``DETECTORS``) with
 preallocated arrays indexed by device position, updated by ``kernels.anomaly_update``: per sensor
 twelve scalars (96 bytes) and, per slot, baseline, spread, count and repeat rate as float32 (16
-bytes a slot: 384 bytes for the 24 hours of a room sensor, 48 for the 3 power states of a lamp). The
-state is saved to ``sensor_state`` (migrations 0012, 0016) and restored at start, so a restart does not
-re-learn every sensor (docs/alerts.md, "The anomaly detector").
+bytes a slot: 384 bytes for the 24 hours of a room sensor, 48 for the 3 power states of a lamp).
+The state is saved to ``sensor_state`` (migrations 0012, 0016) and restored at start, so a restart
+does not re-learn every sensor (docs/alerts.md, "The anomaly detector").
 """
 
 from __future__ import annotations

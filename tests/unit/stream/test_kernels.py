@@ -149,10 +149,14 @@ def test_batches_in_time_order_equal_one_batch(
 @given(
     st.lists(st.tuples(st.integers(-1, 3), st.integers(0, 40)), max_size=400),
     st.sampled_from([7, 1000]),
+    st.sampled_from([1, 60_000, 2**28]),  # 2**28 ms steps: spans past the packed key's 32 bits
 )
-def test_device_time_order_is_a_stable_lexsort(pairs: list[tuple[int, int]], n_dev: int) -> None:
+def test_device_time_order_is_a_stable_lexsort(
+    pairs: list[tuple[int, int]], n_dev: int, step: int
+) -> None:
+    """Counting sort (large batches), packed key (small ones) and lexsort (long spans) agree."""
     dev = np.array([p[0] for p in pairs], dtype=np.int64)
-    ts = np.array([p[1] for p in pairs], dtype=np.int64)
+    ts = 1_764_547_200_000 + np.array([p[1] for p in pairs], dtype=np.int64) * step
     expect = np.lexsort((ts, dev))
     expect = expect[dev[expect] >= 0]
     np.testing.assert_array_equal(kernels.device_time_order(dev, ts, n_dev), expect)

@@ -162,7 +162,8 @@ def migrated_template(pg_admin_dsn: str) -> Iterator[str]:
     Each test's ``migrated_db`` is a copy of it (CREATE DATABASE ... TEMPLATE, a fraction of a
     second) instead of a migration of its own (seconds on this machine, and hundreds of tests use
     one). The migrations themselves run on empty databases in tests/integration/test_migrations.py,
-    and test_cloned_database_equals_a_fresh_migration there checks the copy against a fresh run.
+    and test_copy_of_the_migrated_template_equals_a_fresh_migration there checks a copy
+    against a fresh run.
     """
     name = f"cityops_template_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:

@@ -155,25 +155,106 @@ def _migrate_with_areas(dsn: str, timescaledb: str) -> None:
         registry.import_areas(conn, registry.reference_area_records(), "reference")
 
 
+@pytest.fixture(scope="session")
+def migrated_template(pg_admin_dsn: str) -> Iterator[str]:
+    """Name of a database migrated once per run (plain path, reference areas), never used directly.
+
+    Each test's ``migrated_db`` is a copy of it (CREATE DATABASE ... TEMPLATE, a fraction of a
+    second) instead of a migration of its own (seconds on this machine, and hundreds of tests use
+    one). The migrations themselves run on empty databases in tests/integration/test_migrations.py,
+    and test_copy_of_the_migrated_template_equals_a_fresh_migration there checks a copy
+    against a fresh run.
+    """
+    name = f"cityops_template_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        _migrate_with_areas(_with_dbname(pg_admin_dsn, name), "off")
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            # No one may be connected to a template while it is copied; closing it to
+            # connections keeps stray sessions (and autovacuum's routine visits) out.
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
+                    sql.Identifier(name)
+                )
+            )
+        yield name
+    finally:
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+# What CREATE DATABASE does not copy from a template: the database's own grants (the migrations
+# GRANT CONNECT to cityops_readonly). Replayed on each copy, so the copy matches a fresh migration.
+_DATABASE_GRANTS_SQL = """
+SELECT r.rolname, a.privilege_type
+FROM pg_database d, aclexplode(d.datacl) a
+JOIN pg_roles r ON r.oid = a.grantee
+WHERE d.datname = %s AND a.grantee <> d.datdba
+ORDER BY 1, 2
+"""
+
+
+def clone_db(admin_dsn: str, template: str) -> Iterator[str]:
+    """A new database copied from ``template`` (with its grants), dropped afterwards."""
+    import time
+
+    name = f"cityops_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        grants = conn.execute(_DATABASE_GRANTS_SQL, (template,)).fetchall()
+        for attempt in range(50):
+            try:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        sql.Identifier(name), sql.Identifier(template)
+                    )
+                )
+                break
+            except psycopg.errors.ObjectInUse:
+                # A session still on the template (only ever a moment); try again shortly.
+                if attempt == 49:
+                    raise
+                time.sleep(0.1)
+        for role, privilege in grants:
+            conn.execute(
+                sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
+                    sql.SQL(privilege), sql.Identifier(name), sql.Identifier(role)
+                )
+            )
+    try:
+        yield _with_dbname(admin_dsn, name)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
 @pytest.fixture
-def migrated_db(request: pytest.FixtureRequest, storage_path: str) -> str:
+def migrated_db(request: pytest.FixtureRequest, storage_path: str) -> Iterator[str]:
     """A new database with the cityops schema and the reference areas, on each storage path.
 
-    On 'partitioned' it is ``empty_db`` migrated with TimescaleDB off; on 'timescaledb' a new
-    database on the TimescaleDB server migrated with ``timescaledb="require"``.
+    On 'partitioned' it is a copy of ``migrated_template`` (migrated with TimescaleDB off); on
+    'timescaledb' a new database on the TimescaleDB server migrated with ``timescaledb="require"``.
     """
     if storage_path == "timescaledb":
         dsn = str(request.getfixturevalue("timescale_db"))
         _migrate_with_areas(dsn, "require")
-        return dsn
-    dsn = str(request.getfixturevalue("empty_db"))
-    _migrate_with_areas(dsn, "off")
-    return dsn
+        yield dsn
+        return
+    admin = str(request.getfixturevalue("pg_admin_dsn"))
+    yield from clone_db(admin, str(request.getfixturevalue("migrated_template")))
 
 
 @pytest.fixture
 def partitioned_db(empty_db: str) -> str:
-    """A migrated database on the plain path only (tests of partition maintenance itself)."""
+    """A database migrated by itself on the plain path (tests of partition maintenance itself).
+
+    Not a copy of ``migrated_template``: these tests check the partitions made around the
+    moment of migration, so they migrate at their own start.
+    """
     _migrate_with_areas(empty_db, "off")
     return empty_db
 

@@ -30,6 +30,7 @@ def _run(
     )
 
 
+@pytest.mark.slow
 def test_migrate_status_import_list(empty_db: str, tmp_path: Path) -> None:
     r = _run(empty_db, "db", "migrate")
     assert r.returncode == 0, r.stderr
@@ -81,6 +82,7 @@ def test_unreachable_database_is_one_clear_line() -> None:
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_every_command_has_help() -> None:
     for args in (
         ["--help"],

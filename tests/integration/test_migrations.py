@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from dataclasses import replace
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from cityops.db import migrate, storage
 from cityops.errors import MigrationError
-from tests.conftest import make_settings
+from tests.conftest import _migrate_with_areas, clone_db, make_settings, require_tool
 
 pytestmark = pytest.mark.pg
 
@@ -141,3 +143,75 @@ def test_require_timescaledb_without_it_fails_clearly(empty_db: str) -> None:
             pytest.skip("this server has TimescaleDB loaded")
         with pytest.raises(Exception, match=r"storage\.timescaledb is 'require'"):
             migrate.migrate(conn, make_settings(empty_db, timescaledb="require").storage)
+
+
+def _schema_dump(pg_dump: str, dsn: str) -> list[str]:
+    """pg_dump's schema of ``dsn`` with its database grants, less the partitions made by day.
+
+    The day partitions (``*_pYYYYMMDD``) depend on the day of migration, which is all a copy
+    made earlier in the run may differ by; tests/integration/test_partitions.py covers them.
+    """
+    from psycopg.conninfo import conninfo_to_dict
+
+    name = str(conninfo_to_dict(dsn)["dbname"])
+    out = subprocess.run(
+        [pg_dump, "--schema-only", "--create", "--exclude-table=public.*_p[0-9]*", "-d", dsn],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [
+        line.replace(name, "<db>")
+        for line in out.splitlines()
+        # pg_dump 15.14+ fences its output with a random key each run.
+        if not line.startswith(("\\restrict", "\\unrestrict"))
+    ]
+
+
+# The rows a migration and the area import leave, less the moments they were written at.
+_SEEDED_SQL = (
+    "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
+    "SELECT singleton, path FROM cityops_storage",
+    "SELECT to_jsonb(a) - 'updated_at' FROM areas a ORDER BY code",
+    "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2",
+)
+_TABLES_SQL = (
+    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+    "ORDER BY 1"
+)
+
+
+def _row_counts(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for (table,) in conn.execute(_TABLES_SQL).fetchall():
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(str(table)))
+        row = conn.execute(query).fetchone()
+        assert row is not None
+        counts[str(table)] = int(str(row[0]))
+    return counts
+
+
+def test_copy_of_the_migrated_template_equals_a_fresh_migration(
+    pg_admin_dsn: str, migrated_template: str, empty_db: str
+) -> None:
+    """Tests get ``migrated_db`` as a copy of one migrated template (tests/conftest.py).
+
+    A copy must be what migrating an empty database gives: tables, indexes, functions,
+    triggers, grants (the database's own too, which CREATE DATABASE does not copy) and the
+    rows the migration and the area import leave.
+    """
+    pg_dump = require_tool("pg_dump", "postgresql-client")
+    _migrate_with_areas(empty_db, "off")
+    copies = clone_db(pg_admin_dsn, migrated_template)
+    copy = next(copies)
+    try:
+        fresh_schema, copy_schema = _schema_dump(pg_dump, empty_db), _schema_dump(pg_dump, copy)
+        assert any("GRANT CONNECT ON DATABASE <db> TO cityops_readonly" in s for s in fresh_schema)
+        assert copy_schema == fresh_schema
+        with _conn(empty_db) as fresh, _conn(copy) as copied:
+            for query in _SEEDED_SQL:
+                assert copied.execute(query).fetchall() == fresh.execute(query).fetchall(), query
+            assert _row_counts(copied) == _row_counts(fresh)
+    finally:
+        copies.close()

@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.pg, pytest.mark.mqtt]
 IMMEDIATE = ("cover_open", "overflow", "faulted")
 
 
+@pytest.mark.slow
 def test_simulated_faults_become_alerts_and_rates(migrated_db: str, tmp_path: Path) -> None:
     start = datetime(2025, 12, 10, 6, tzinfo=UTC)  # 14:00 in Beijing, into the night
     sim = Simulation(

@@ -43,6 +43,7 @@ def test_rules_check(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_list_ack_silence_and_case_advance(harness: Harness) -> None:
     (notice,) = harness.readings(Kind.MANHOLE, [("MH-1", NIGHT, {"cover_open": True})])
     dsn = harness.dsn

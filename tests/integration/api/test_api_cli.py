@@ -33,6 +33,7 @@ def _run(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_keys_create_list_revoke(migrated_db: str) -> None:
     r = _run(migrated_db, "keys", "create", "--name", "grafana", "--role", "viewer")
     assert r.returncode == 0, r.stderr
@@ -64,6 +65,7 @@ def test_keys_create_list_revoke(migrated_db: str) -> None:
     assert r.stdout.strip() == ""
 
 
+@pytest.mark.slow
 def test_api_process_serves_and_stops_on_sigterm(migrated_db: str) -> None:
     r = _run(migrated_db, "keys", "create", "--name", "ops", "--role", "viewer")
     key = r.stdout.strip()

@@ -11,6 +11,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.integration.deploy.conftest import DEPLOY, ROOT
 
 DOCKERFILE = DEPLOY / "Dockerfile"
@@ -96,6 +98,7 @@ def test_copy_sources_exist_and_are_in_the_build_context() -> None:
     assert packages <= copied, packages - copied
 
 
+@pytest.mark.slow
 def test_numba_warm_up_fills_the_cache(tmp_path: Path) -> None:
     """The build step itself, run here: it compiles the kernels into NUMBA_CACHE_DIR."""
     cache = tmp_path / "numba"

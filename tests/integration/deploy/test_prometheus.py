@@ -130,6 +130,7 @@ def exported_names(exposition: str) -> set[str]:
 
 @pytest.mark.pg
 @pytest.mark.mqtt
+@pytest.mark.slow
 def test_every_metric_used_is_exported_by_a_running_process(
     ingest_db: str, secure_broker: SecureBroker, migrated_db: str, tmp_path: Path
 ) -> None:

@@ -80,6 +80,7 @@ def test_migration_is_idempotent(migrated_db: str) -> None:
         ).fetchone() == (1,)
 
 
+@pytest.mark.slow
 def test_concurrent_migrations_of_several_databases(pg_admin_dsn: str) -> None:
     """The role may be created by another database's migration at the same moment."""
     gens = [_create_db(pg_admin_dsn) for _ in range(4)]

@@ -88,6 +88,7 @@ def test_readyz_and_metrics(runner: Runner, publishers: Callable[..., Publisher]
         health.close()
 
 
+@pytest.mark.slow
 def test_deadletters_list_show_replay(runner: Runner, publishers: Callable[..., Publisher]) -> None:
     runner.start()
     dsn = runner.dsn

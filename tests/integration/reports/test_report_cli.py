@@ -31,6 +31,7 @@ def _run(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_report_monthly_writes_files_and_records_the_run(migrated_db: str, tmp_path: Path) -> None:
     seed(migrated_db)
     r = _run(
@@ -73,6 +74,7 @@ def test_report_monthly_writes_files_and_records_the_run(migrated_db: str, tmp_p
     assert "docx" in bad.stderr
 
 
+@pytest.mark.slow
 def test_indicators_observations_forecast_evaluate(migrated_db: str, tmp_path: Path) -> None:
     r = _run(migrated_db, "indicators", "list", "--plan", "cy-gov")
     assert r.returncode == 0, r.stderr

@@ -16,6 +16,7 @@ from tests.integration.stream import fleet
 pytestmark = pytest.mark.pg
 
 
+@pytest.mark.slow
 def test_report_equals_sums_of_stream_rates(migrated_db: str) -> None:
     settings = Settings(db=DatabaseSettings(dsn=migrated_db))
     rows = fleet.random_rows(seed=5)

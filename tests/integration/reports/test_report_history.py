@@ -66,6 +66,7 @@ def test_timeline_rules() -> None:
     assert not never.in_service_on(date(2020, 1, 1))  # retired without a date: never counted
 
 
+@pytest.mark.slow
 def test_past_month_counts_the_devices_registered_then(migrated_db: str) -> None:
     settings = _setup(migrated_db)
     with psycopg.connect(migrated_db, options="-c TimeZone=UTC") as conn:
@@ -108,6 +109,7 @@ def test_past_month_counts_the_devices_registered_then(migrated_db: str) -> None
     assert feb["CY-SJ"]["connectors_in_service"] == 3  # installed on 10 February
 
 
+@pytest.mark.slow
 def test_stale_rates_are_recomputed_or_marked_provisional(migrated_db: str) -> None:
     settings = _setup(migrated_db)
     with psycopg.connect(migrated_db, options="-c TimeZone=UTC") as conn:
@@ -140,6 +142,7 @@ def test_stale_rates_are_recomputed_or_marked_provisional(migrated_db: str) -> N
         assert not again["provisional"]
 
 
+@pytest.mark.slow
 def test_entered_observation_takes_precedence_and_disagreement_is_flagged(
     migrated_db: str,
 ) -> None:

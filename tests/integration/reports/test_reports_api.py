@@ -33,6 +33,7 @@ def client(migrated_db: str, keys: Keys) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.mark.slow
 def test_monthly_report_formats(client: TestClient, keys: Keys) -> None:
     viewer = keys.header("viewer")
     r = client.get("/api/v1/reports/monthly", params={"month": "2026-01"}, headers=viewer)
@@ -136,6 +137,7 @@ def test_observations_forecasts_and_evaluation(client: TestClient, keys: Keys) -
     assert r.json()[0]["source"] == "区发改委"
 
 
+@pytest.mark.slow
 def test_rules_yes_no_values_and_provisional_report(client: TestClient, keys: Keys) -> None:
     admin, viewer = keys.header("admin"), keys.header("viewer")
     yes_no = {"indicator": "cy-gov-02", "observed_on": "2023-06-30", "source": "区城管执法局"}

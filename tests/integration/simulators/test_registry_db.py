@@ -89,6 +89,7 @@ def test_cli_registry_then_devices_import(migrated_db: str, tmp_path: Path) -> N
     assert "300 device(s) stored, 0 rejected" in r.stdout
 
 
+@pytest.mark.slow
 def test_cli_dry_run_writes_stream_and_truth(migrated_db: str, tmp_path: Path) -> None:
     stream_file = tmp_path / "stream.jsonl"
     truth = tmp_path / "truth.jsonl"

@@ -29,6 +29,7 @@ def _run(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_recompute_then_show(migrated_db: str) -> None:
     rows = fleet.random_rows(seed=3)
     with psycopg.connect(migrated_db, options="-c TimeZone=UTC") as conn:

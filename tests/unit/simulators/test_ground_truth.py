@@ -8,6 +8,8 @@ from collections import Counter, defaultdict
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from simulators import faults as faults_mod
 from simulators.clock import from_ms, rfc3339
 from simulators.engine import Simulation
@@ -165,6 +167,7 @@ def test_complaints_follow_faults(faulty_run: tuple[Simulation, Stream]) -> None
     assert len(by_id) == len(stream.complaints)
 
 
+@pytest.mark.slow
 def test_plan_is_deterministic_and_rate_scaled(faulty_run: tuple[Simulation, Stream]) -> None:
     sim, _ = faulty_run
     again = Simulation(

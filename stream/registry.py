@@ -99,16 +99,14 @@ class DeviceIndex:
     @functools.cached_property
     def _hash_index(self) -> pd.Index:
         # Built once: hashing a million ids per batch would cost more than the batch itself.
-        # Object dtype, as the batches' ids: pandas 3 would infer its string dtype, whose
-        # lookups cost about twice as much.
-        index: pd.Index = pd.Index(self.ids, dtype=object)
+        index: pd.Index = pd.Index(self.ids)
         return index
 
     def lookup(self, device_ids: np.ndarray | Sequence[str]) -> np.ndarray:
         """Positions of ``device_ids`` (int64), -1 for devices not in the registry."""
         if len(device_ids) == 0:
             return np.empty(0, dtype=np.int64)
-        found = self._hash_index.get_indexer(pd.Index(device_ids, dtype=object))
+        found = self._hash_index.get_indexer(pd.Index(np.asarray(device_ids, dtype=object)))
         return np.asarray(found, dtype=np.int64)
 
     def count_active(self, n_areas: int, n_groups: int = 1) -> np.ndarray:

@@ -161,9 +161,8 @@ kernels.accumulate(dev, ts, z16, z8, np.array([0]), 1, 2, 1, -1, 1, np.array([0]
     np.full(1, kernels.NO_TS), acc, 0, np.zeros(1, np.int8))
 params = np.array([2, 2, 10, 8, 10, 4, 0.1, 0, 0.05, 0.3, 5, 4, 7, 0, 0], dtype=np.float64)
 kernels.anomaly_update(dev, ts, np.ones(1), np.array([0]), np.array([0]), params, True,
-    np.full(1, kernels.NO_TS), np.zeros(1), np.zeros(1, np.int64), np.zeros(1, np.int64),
-    np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.zeros(1),
-    np.zeros(1), np.zeros((1, 1, 4), np.float32), np.zeros(1), np.zeros(1, np.int8))
+    np.zeros(1, kernels.SENSOR_DTYPE), np.zeros((1, 1, 4), np.float32), np.zeros(1),
+    np.zeros(1, np.int8))
 print(time.perf_counter() - t)
 """
 

@@ -64,12 +64,30 @@ class _StopRequestedError(Exception):
     """Raised inside worker threads' callbacks to end them early."""
 
 
+# Ports this process has handed out. The kernel may hand the same ephemeral port out again once
+# the probing socket is closed; the database, the broker and the API must not share one.
+_HANDED_OUT: set[int] = set()
+
+
 def _free_port() -> int:
+    """A loopback port free right now and not handed out before by this process."""
+    import socket
+
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+
+
+def _port_in_use(port: int) -> bool:
     import socket
 
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> bool:
@@ -279,6 +297,9 @@ class PrivateBroker:
     def start(self) -> None:
         """Start mosquitto and wait until it listens."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if _port_in_use(self.port):
+            # Taken since it was chosen: something else listening there would pass for the broker.
+            self.port = _free_port()
         conf = self.data_dir / "mosquitto.conf"
         conf.write_text(MOSQUITTO_CONF.format(port=self.port), encoding="utf-8")
         log_path = self.data_dir / "mosquitto.log"
@@ -292,6 +313,10 @@ class PrivateBroker:
         if not _wait_port(self.port, 15, self.proc):
             self.stop()
             raise ConfigError(f"mosquitto did not start; see {log_path}")
+        time.sleep(0.2)
+        if self.proc.poll() is not None:
+            # A mosquitto that could not bind exits; what answered on the port was not it.
+            raise ConfigError(f"mosquitto exited after start; see {log_path}")
 
     def stop(self) -> None:
         """SIGTERM and wait."""

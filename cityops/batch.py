@@ -74,6 +74,10 @@ class KindBatch:
     ts_ms: np.ndarray  # int64 epoch milliseconds, UTC
     received_ms: np.ndarray  # int64 epoch milliseconds when ingest received the message
     columns: Mapping[str, np.ndarray]
+    # int64 per reading: where ingest's registry copy says the device sits in the stream core's
+    # device index, -1 when it does not know. A hint: the stream core checks it against the id
+    # and looks up the ids it does not match (stream.registry.DeviceIndex.lookup).
+    positions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ts_ms.shape[0])
@@ -83,8 +87,13 @@ class KindBatch:
         cls,
         kind: Kind,
         rows: Sequence[tuple[str, int, int, Mapping[str, Any]]],
+        *,
+        positions: Sequence[int] | None = None,
     ) -> KindBatch:
-        """Build a batch from (device_id, ts_ms, received_ms, validated values) rows."""
+        """Build a batch from (device_id, ts_ms, received_ms, validated values) rows.
+
+        ``positions``: the device position hints of the rows (``KindBatch.positions``).
+        """
         spec = catalog.KINDS[kind]
         n = len(rows)
         columns: dict[str, np.ndarray] = {}
@@ -99,6 +108,7 @@ class KindBatch:
             ts_ms=np.array([r[1] for r in rows], dtype=np.int64),
             received_ms=np.array([r[2] for r in rows], dtype=np.int64),
             columns=columns,
+            positions=None if positions is None else np.array(positions, dtype=np.int64),
         )
 
     def decode(self, field_name: str, i: int) -> Any:

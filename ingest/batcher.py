@@ -54,6 +54,8 @@ class PendingBatch:
     """Everything decoded since the last commit, in arrival order."""
 
     readings: dict[Kind, list[ReadingRow]] = field(default_factory=dict)
+    # per kind, beside ``readings``: each reading's device position hint (DeviceEntry.position)
+    positions: dict[Kind, list[int]] = field(default_factory=dict)
     statuses: list[tuple[str, str, bool, int, int]] = field(default_factory=list)
     complaints: list[dict[str, Any]] = field(default_factory=list)
     # per complaint: (topic, received_ms, the record as JSON), so a conflict can be dead-lettered
@@ -67,12 +69,14 @@ class PendingBatch:
     started: float | None = None  # monotonic time of the first message
     first_received: datetime | None = None
 
-    def add_reading(self, kind: Kind, row: ReadingRow) -> None:
-        """Append one validated reading row."""
+    def add_reading(self, kind: Kind, row: ReadingRow, position: int = -1) -> None:
+        """Append one validated reading row (``position``: its device's DeviceEntry.position)."""
         rows = self.readings.get(kind)
         if rows is None:
             rows = self.readings[kind] = []
+            self.positions[kind] = []
         rows.append(row)
+        self.positions[kind].append(position)
         self.row_count += 1
 
     def add_status(self, device_id: str, kind: str, online: bool, ts_ms: int, recv: int) -> None:

@@ -339,9 +339,13 @@ class Decoder:
             return
         if isinstance(body, list):
             for item in body:
-                self._reading(topic, kind, device_id, item, received_ms, out, lambda i: i)
+                self._reading(
+                    topic, kind, device_id, entry.position, item, received_ms, out, lambda i: i
+                )
         else:
-            self._reading(topic, kind, device_id, body, received_ms, out, lambda i: i)
+            self._reading(
+                topic, kind, device_id, entry.position, body, received_ms, out, lambda i: i
+            )
         out.readings_received += len(body) if isinstance(body, list) else 1
 
     def _gateway_telemetry(
@@ -393,13 +397,16 @@ class Decoder:
                 return {device_id: [item]}
 
             for item in readings:
-                self._reading(topic, entry.kind, device_id, item, received_ms, out, wrap)
+                self._reading(
+                    topic, entry.kind, device_id, entry.position, item, received_ms, out, wrap
+                )
 
     def _reading(
         self,
         topic: str,
         kind: Kind,
         device_id: str,
+        position: int,
         item: Any,
         received_ms: int,
         out: PendingBatch,
@@ -434,7 +441,7 @@ class Decoder:
                 f"{device_id}: {err}",
             )
             return
-        out.add_reading(kind, (device_id, ts_ms, *checked, received_ms))
+        out.add_reading(kind, (device_id, ts_ms, *checked, received_ms), position)
 
     # --- status and complaints -----------------------------------------------------------------
 

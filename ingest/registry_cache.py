@@ -20,7 +20,12 @@ from cityops.catalog import Kind
 
 log = structlog.get_logger(__name__)
 
-DEVICES_SQL = "SELECT device_id, kind, gateway_id, status, area_code FROM devices"
+# In code-point order of the ids (COLLATE "C": UTF-8 bytes sort as code points do), the order of
+# the stream core's device indexes, so each entry can carry its position there (DeviceEntry).
+DEVICES_SQL = (
+    "SELECT device_id, kind, gateway_id, status, area_code FROM devices"
+    ' ORDER BY device_id COLLATE "C"'
+)
 AREAS_SQL = "SELECT code, lat, lon FROM areas"
 # Complaint coordinates must fall within the areas' centroids' extent plus this margin (degrees;
 # 0.1 is about 11 km north-south, 8.5 km east-west at Beijing's latitude): an area's centroid is
@@ -37,6 +42,11 @@ class DeviceEntry:
     gateway_id: str | None
     status: str
     area_code: str | None = None  # the partition key of ingest scale-out (ingest.partition)
+    # Position among the registered devices of its kind that have an area, ids in code-point
+    # order: where the stream core's DeviceIndex keeps it when it holds the whole registry. Sent
+    # on with each reading as a hint the stream core checks (stream.registry.DeviceIndex.lookup),
+    # so the live path need not hash every id again; -1 when not known (auto-registered).
+    position: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +95,15 @@ def load_snapshot(conn: psycopg.Connection[Any]) -> RegistrySnapshot:
     """Read the whole registry (devices and area codes) in one go."""
     devices: dict[str, DeviceEntry] = {}
     gateways: set[str] = set()
+    counts = dict.fromkeys(Kind, 0)
     with conn.cursor() as cur:
-        for device_id, kind, gateway_id, status, area_code in cur.execute(DEVICES_SQL):
-            devices[device_id] = DeviceEntry(Kind(kind), gateway_id, status, area_code)
+        for device_id, kind_code, gateway_id, status, area_code in cur.execute(DEVICES_SQL):
+            kind = Kind(kind_code)
+            position = -1
+            if area_code is not None:
+                position = counts[kind]
+                counts[kind] = position + 1
+            devices[device_id] = DeviceEntry(kind, gateway_id, status, area_code, position)
             if gateway_id is not None:
                 gateways.add(gateway_id)
         rows = cur.execute(AREAS_SQL).fetchall()

@@ -436,14 +436,16 @@ class IngestService:
             keys = new_keys.get(kind, set())
             fields = KIND_SQL[kind].fields
             picked = []
-            for row in rows:
+            positions = []
+            for row, position in zip(rows, batch.positions[kind], strict=True):
                 key = (row[0], row[1])
                 if key in keys:
                     keys.discard(key)  # the first row with this key is the one stored
                     values = dict(zip(fields, row[2:-1], strict=True))
                     picked.append((row[0], row[1], row[-1], values))
+                    positions.append(position)
             if picked:
-                readings[kind] = KindBatch.from_rows(kind, picked)
+                readings[kind] = KindBatch.from_rows(kind, picked, positions=positions)
         stored_ids = set(result.complaints_stored)
         complaints = []
         for c in batch.complaints:

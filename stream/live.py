@@ -330,7 +330,7 @@ class LiveRates:
             log.exception("live_batch_failed", seq=batch.seq)
 
     def _fold(self, live: _KindLive, kb: KindBatch) -> AnomalyScores:
-        dev = live.folder.devices.lookup(kb.device_ids)
+        dev = live.folder.devices.lookup(kb.device_ids, kb.positions)
         order = kernels.device_time_order(dev, kb.ts_ms, len(live.folder.devices))
         folded = live.folder.fold(dev, kb.ts_ms, kb.columns, order=order)
         field = STATE_FIELD[kb.kind]

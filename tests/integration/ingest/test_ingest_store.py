@@ -12,6 +12,7 @@ import pytest
 
 from cityops.batch import CommittedBatch
 from cityops.catalog import Kind
+from stream.registry import load_areas, load_devices
 from tests.integration.ingest.conftest import (
     HOTLINE_PASSWORD,
     Publisher,
@@ -159,6 +160,16 @@ def test_each_kind_and_shape_is_stored(
         for kind, kb in b.readings.items():
             per_kind[kind.value] = per_kind.get(kind.value, 0) + len(kb)
     assert per_kind == {"streetlight": 2, "manhole": 3, "heating": 2, "charger": 1}
+    # each reading carries its device's position in the stream core's index (from ingest's
+    # registry copy, on the direct and the gateway path alike), so the live path need not hash it
+    with psycopg.connect(dsn) as conn:
+        areas = load_areas(conn)
+        for b in collected.batches:
+            for kind, kb in b.readings.items():
+                index = load_devices(conn, kind, areas)
+                assert kb.positions is not None
+                assert kb.positions.tolist() == index.lookup(kb.device_ids).tolist()
+                assert (kb.positions >= 0).all()
     assert sorted(c["complaint_id"] for b in collected.batches for c in b.complaints) == [
         "C-1",
         "C-2",

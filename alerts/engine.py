@@ -42,6 +42,7 @@ from alerts.rules import (
     StateRule,
     ThresholdRule,
 )
+from alerts.silence import SilenceWatch
 from cityops import catalog, heartbeat
 from cityops.batch import CAUSES, AnomalyScores, CommittedBatch, KindBatch, StatusChange
 from cityops.catalog import Kind, PowerState, ScheduleClass
@@ -216,6 +217,9 @@ class AlertEngine:
         self.windows = _WindowCache(schedule=schedule)
         self.started_at = clock()
         self.last_heard: dict[str, datetime] = {}
+        # Per no-data rule (by name): the devices' deadlines and those found silent, so a tick
+        # visits only devices whose deadline passed (alerts.silence), not the whole registry.
+        self._silence: dict[str, SilenceWatch] = {}
         # Hot-path caches per device (dropped with the directory on reload_registry): the labels
         # and, per rule, the alert fingerprint — sorting and hashing labels for every rule of
         # every reading was a third of the evaluation cost.
@@ -362,6 +366,8 @@ class AlertEngine:
         with self.pool.connection() as conn:
             directory = DeviceDirectory.load(conn, self.owns_area)
         with self._lock:
+            for watch in self._silence.values():
+                watch.registry_changed(self.directory, directory, self.last_heard)
             self.directory = directory
             self._labels.clear()
             self._fingerprints.clear()
@@ -540,27 +546,27 @@ class AlertEngine:
     # --- time-based --------------------------------------------------------------------------
 
     def _eval_nodata(self, now: datetime) -> list[Transition]:
+        """Breach every no-data rule for each device silent too long (alerts.silence)."""
         out: list[Transition] = []
+        watches: dict[str, SilenceWatch] = {}
         for rule in self.rules.rules.enabled():
             if not isinstance(rule, NoDataRule):
                 continue
-            for info in self.directory.devices.values():
-                if not info.in_service or rule.kind not in (None, info.kind):
-                    continue
-                interval = rule.interval or timedelta(
-                    seconds=catalog.KINDS[info.kind].typical_interval_s
+            watch = self._silence.get(rule.name)
+            if watch is None or watch.key != (rule.kind, rule.intervals, rule.interval):
+                watch = SilenceWatch(rule, self.directory, self.last_heard, self.started_at)
+            watch.rule = rule  # the same condition; for_ and severity may have changed
+            watches[rule.name] = watch
+            for info, silent in watch.silent(now, self.directory, self.last_heard):
+                out += self.lifecycle.observe(
+                    rule.name,
+                    device_labels(info),
+                    Observation.BREACH,
+                    now,
+                    rule.for_,
+                    f"silent {int(silent.total_seconds())} s",
                 )
-                last = self.last_heard.get(info.device_id, self.started_at)
-                silent = now - last
-                if silent > rule.intervals * interval:
-                    out += self.lifecycle.observe(
-                        rule.name,
-                        device_labels(info),
-                        Observation.BREACH,
-                        now,
-                        rule.for_,
-                        f"silent {int(silent.total_seconds())} s",
-                    )
+        self._silence = watches  # rules removed or disabled stop being watched
         return out
 
     def _eval_aggregates(self, conn: psycopg.Connection[Any], now: datetime) -> list[Transition]:

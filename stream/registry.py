@@ -131,10 +131,24 @@ class DeviceIndex:
         found = self._hash_index.get_indexer(pd.Index(query))
         return np.asarray(found, dtype=np.int64)
 
+    @functools.cached_property
+    def _active_counts(self) -> dict[tuple[int, int], np.ndarray]:
+        return {}
+
     def count_active(self, n_areas: int, n_groups: int = 1) -> np.ndarray:
-        """In-service devices per (area, group) as an int64 array."""
-        out = np.zeros((n_areas, n_groups), dtype=np.int64)
-        np.add.at(out, (self.area[self.active], self.group[self.active]), 1)
+        """In-service devices per (area, group) as an int64 array (a read-only array).
+
+        Counted once per shape: every flush asks for each kind's counts, and the index does not
+        change (a registry reload builds a new one).
+        """
+        key = (n_areas, n_groups)
+        out = self._active_counts.get(key)
+        if out is None:
+            cell = self.area[self.active] * n_groups + self.group[self.active]
+            counts = np.bincount(cell, minlength=n_areas * n_groups)[: n_areas * n_groups]
+            out = counts.astype(np.int64).reshape(n_areas, n_groups)
+            out.flags.writeable = False
+            self._active_counts[key] = out
         return out
 
     @classmethod

@@ -43,7 +43,7 @@ from alerts.rules import (
     ThresholdRule,
 )
 from alerts.silence import SilenceWatch
-from cityops import catalog, heartbeat
+from cityops import catalog, heartbeat, registry_version
 from cityops.batch import CAUSES, AnomalyScores, CommittedBatch, KindBatch, StatusChange
 from cityops.catalog import Kind, PowerState, ScheduleClass
 from cityops.clock import now as process_now
@@ -242,6 +242,8 @@ class AlertEngine:
         self._lock = threading.Lock()
         self.errors = 0
         with pool.connection() as conn:
+            self.registry_version = registry_version.read(conn)
+            self.registry_reloads = 0
             self.directory = DeviceDirectory.load(conn, owns_area)
             restored = store.restore_lifecycle(conn, self.lifecycle)
         if owns_area is not None:
@@ -362,9 +364,15 @@ class AlertEngine:
                 self._db_failed(err, "stop")
 
     def reload_registry(self) -> None:
-        """Pick up registry changes."""
+        """Pick up registry changes (nothing is read while the registry's change counter,
+        cityops.registry_version, has not moved)."""
         with self.pool.connection() as conn:
+            version = registry_version.read(conn)
+            if version is not None and version == self.registry_version:
+                return
             directory = DeviceDirectory.load(conn, self.owns_area)
+        self.registry_version = version
+        self.registry_reloads += 1
         with self._lock:
             for watch in self._silence.values():
                 watch.registry_changed(self.directory, directory, self.last_heard)

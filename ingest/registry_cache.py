@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import structlog
 
+from cityops import registry_version
 from cityops.catalog import Kind
 
 log = structlog.get_logger(__name__)
@@ -89,6 +90,7 @@ class RegistrySnapshot:
     gateways: frozenset[str]
     areas: frozenset[str]
     bounds: Bounds | None = None
+    version: int | None = None  # the registry's change counter when read (cityops.registry_version)
 
 
 def load_snapshot(conn: psycopg.Connection[Any]) -> RegistrySnapshot:
@@ -96,6 +98,7 @@ def load_snapshot(conn: psycopg.Connection[Any]) -> RegistrySnapshot:
     devices: dict[str, DeviceEntry] = {}
     gateways: set[str] = set()
     counts = dict.fromkeys(Kind, 0)
+    version = registry_version.read(conn)  # before the rows: they are at least this version
     with conn.cursor() as cur:
         for device_id, kind_code, gateway_id, status, area_code in cur.execute(DEVICES_SQL):
             kind = Kind(kind_code)
@@ -110,7 +113,9 @@ def load_snapshot(conn: psycopg.Connection[Any]) -> RegistrySnapshot:
     conn.commit()
     areas = frozenset(row[0] for row in rows)
     points = [(lat, lon) for _, lat, lon in rows if lat is not None and lon is not None]
-    return RegistrySnapshot(devices, frozenset(gateways), areas, district_bounds(points))
+    return RegistrySnapshot(
+        devices, frozenset(gateways), areas, district_bounds(points), version=version
+    )
 
 
 class RegistryCache:
@@ -123,8 +128,13 @@ class RegistryCache:
         refresh_s: float = 60.0,
         miss_refresh_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        version: Callable[[], int | None] | None = None,
     ) -> None:
         self._loader = loader
+        # The registry's change counter (cityops.registry_version): a refresh whose counter is
+        # the loaded snapshot's reads nothing more (a city's registry is a million rows).
+        self._version = version
+        self.reloads = 0  # full reads of the registry
         self._refresh_s = refresh_s
         self._miss_refresh_s = miss_refresh_s
         self._clock = clock
@@ -137,6 +147,7 @@ class RegistryCache:
     def reload(self) -> None:
         """Load the registry now; raise what the loader raises."""
         snapshot = self._loader()
+        self.reloads += 1
         with self._lock:
             self._snapshot = snapshot
             self._added = {}
@@ -151,6 +162,10 @@ class RegistryCache:
         if not due:
             return
         try:
+            current = self._snapshot.version
+            if self._version is not None and current is not None and self._version() == current:
+                self._loaded_at = now  # unchanged: nothing to read
+                return
             self.reload()
         except Exception as err:  # the database may be away: keep the last good copy
             self._loaded_at = now

@@ -17,13 +17,14 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import structlog
 
+from cityops import registry_version
 from cityops.batch import BatchConsumer, CommittedBatch, KindBatch, StatusChange
 from cityops.catalog import Kind
 from cityops.db import pool
@@ -37,6 +38,7 @@ from ingest.partition import Partition
 from ingest.registry_cache import RegistryCache, RegistrySnapshot, load_snapshot
 from ingest.writer import KIND_SQL, WriteResult, prepare_connection, write_batch
 
+_T = TypeVar("_T")
 log = structlog.get_logger(__name__)
 
 REQUIRED_TABLES = ("devices", "dead_letters", "complaints", "device_state", "device_status_events")
@@ -83,6 +85,7 @@ class IngestService:
             self._load_registry,
             refresh_s=cfg.registry_refresh_s,
             miss_refresh_s=cfg.registry_miss_refresh_s,
+            version=self._registry_version,
         )
         self.decoder = Decoder(
             self.registry,
@@ -217,12 +220,24 @@ class IngestService:
             )
 
     def _load_registry(self) -> RegistrySnapshot:
+        return self._on_registry_conn(load_snapshot)
+
+    def _registry_version(self) -> int | None:
+        def read(conn: psycopg.Connection[Any]) -> int | None:
+            try:
+                return registry_version.read(conn)
+            finally:
+                conn.rollback()  # no transaction left open between refreshes
+
+        return self._on_registry_conn(read)
+
+    def _on_registry_conn(self, work: Callable[[psycopg.Connection[Any]], _T]) -> _T:
         with self._registry_lock:
             conn = self._registry_conn
             if conn is None or conn.closed or conn.broken:
                 conn = self._registry_conn = pool.connect(self.settings.db)
             try:
-                return load_snapshot(conn)
+                return work(conn)
             except psycopg.Error:
                 conn.close()
                 self._registry_conn = None

@@ -39,7 +39,7 @@ import orjson
 import psycopg
 import structlog
 
-from cityops import heartbeat
+from cityops import heartbeat, registry_version
 from cityops.batch import AnomalyScores, CommittedBatch, KindBatch, StatusChange
 from cityops.catalog import Kind
 from cityops.errors import DatabaseError
@@ -153,6 +153,10 @@ class LiveRates:
         # last flush, and (batches at the snapshot, its hours) until a later batch shows up
         self._batches_seen = 0
         self._suspect: tuple[int, dict[Kind, set[int]]] | None = None
+        # the registry's change counter when the devices were read (cityops.registry_version):
+        # reload_registry reads them again only when it moved
+        self.registry_version: int | None = None
+        self.registry_reloads = 0
 
     @classmethod
     def from_db(
@@ -172,12 +176,14 @@ class LiveRates:
         With ``consumer`` (its ``consumer_heartbeat`` row) the hours in progress are restored
         from the stored readings (``restore_hours``) and progress is recorded at every flush.
         """
+        version = registry_version.read(conn)
         areas = load_areas(conn, area_filter(settings.ingest))
         devices = {kind: load_devices(conn, kind, areas) for kind in Kind}
         live = cls(
             settings, areas, devices, conn=conn, connect=connect, consumer=consumer,
             publish=publish,
         )  # fmt: skip
+        live.registry_version = version
         live.restore_state()
         live.restore_hours()
         return live
@@ -289,18 +295,24 @@ class LiveRates:
 
         Devices added, retired or moved in the registry since the start take part from the next
         batch on; sensor state of the devices kept is carried over (``reload_devices``). While
-        the database is unreachable the registry is kept (returns 0).
+        the database is unreachable the registry is kept (returns 0). Nothing is read while the
+        registry's change counter has not moved (cityops.registry_version).
         """
         with self._lock:  # the connection is shared with flush
             conn = self._connection()
             if conn is None:
                 return 0
             try:
+                version = registry_version.read(conn)
+                if version is not None and version == self.registry_version:
+                    return sum(len(live.folder.devices) for live in self._kinds.values())
                 devices = {kind: load_devices(conn, kind, self.areas) for kind in self._kinds}
             except DB_ERRORS as err:
                 self._db_failed(err, "reload_registry")
                 return 0
         self.reload_devices(devices)
+        self.registry_version = version
+        self.registry_reloads += 1
         return sum(len(index) for index in devices.values())
 
     def late_readings(self) -> dict[Kind, int]:

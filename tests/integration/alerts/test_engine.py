@@ -414,3 +414,24 @@ def test_lamps_notified_before_their_cabinet_alert_are_then_marked_inhibited(
         "SELECT device_id FROM alerts WHERE rule = 'lamp_off_while_due' "
         "AND inhibited_by IS NOT NULL ORDER BY 1"
     ) == [("SL-4",), ("SL-5",)]
+
+
+def test_a_registry_reload_brings_new_devices_under_the_nodata_rule(harness: Harness) -> None:
+    engine = harness.engine
+    start = engine.started_at
+    harness.tick(start + minutes(1))  # the no-data watch exists from the first tick
+    assert engine.registry_reloads == 0
+    engine.reload_registry()  # nothing changed: the registry is not read again
+    assert engine.registry_reloads == 0
+    with psycopg.connect(harness.dsn) as conn:
+        conn.execute(
+            "INSERT INTO devices (device_id, kind, area_code) VALUES ('HT-NEW', 'heating', 'CY-SJ')"
+        )
+    engine.reload_registry()
+    assert engine.registry_reloads == 1
+    assert engine.directory.get("HT-NEW") is not None
+    # every device silent since the start, the new one too: 4 heating intervals later it is
+    # found silent like the others, without a scan of the registry
+    sent = harness.tick(start + timedelta(hours=6))
+    silent = {n.labels.get("device_id") for n in sent if n.rule == "device_silent"}
+    assert {"HT-1", "HT-2", "HT-NEW"} <= silent

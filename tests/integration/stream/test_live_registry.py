@@ -45,3 +45,37 @@ def test_reload_registry_takes_new_devices_and_keeps_state(migrated_db: str) -> 
         feed(2, [("L-1", t + 60_000, t, on), ("L-2", t + 60_000, t, on)])
         # L-1's state survived the reload (two readings), L-2 counts from its registration
         assert live.sensor_state(Kind.STREETLIGHT).count.tolist() == [2, 1]
+        reloads = live.registry_reloads
+        assert live.reload_registry() == 2  # nothing changed: not read again
+        assert live.registry_reloads == reloads
+        conn.execute("UPDATE devices SET status = 'retired' WHERE device_id = 'L-2'")
+        assert live.reload_registry() == 2
+        assert live.registry_reloads == reloads + 1
+        assert live.devices[Kind.STREETLIGHT].active.tolist() == [True, False]
+
+
+def test_the_registry_counter_moves_with_devices_and_areas_only(migrated_db: str) -> None:
+    from cityops import registry_version
+
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        v0 = registry_version.read(conn)
+        assert v0 is not None
+        _lamp(conn, "L-9")
+        v1 = registry_version.read(conn)
+        assert v1 is not None
+        assert v1 > v0
+        conn.execute(
+            "INSERT INTO streetlight_readings (device_id, ts, power_state, received_at)"
+            " VALUES ('L-9', now(), 1, now())"
+        )
+        assert registry_version.read(conn) == v1  # readings are not the registry
+        conn.execute("UPDATE areas SET population = population WHERE code = 'CY-JW'")
+        v2 = registry_version.read(conn)
+        assert v2 is not None
+        assert v2 > v1
+        # seen by others only once committed
+        with psycopg.connect(migrated_db) as other:
+            other.execute("DELETE FROM devices WHERE device_id = 'L-9'")
+            assert registry_version.read(conn) == v2
+            other.commit()
+        assert (registry_version.read(conn) or 0) > v2

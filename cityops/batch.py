@@ -18,6 +18,7 @@ ingest logs and counts a consumer's exception and carries on — the data is alr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +59,35 @@ def encode_value(spec: FieldSpec, value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _enum_codes(spec: FieldSpec) -> dict[str, int]:
+    return {v: i for i, v in enumerate(spec.allowed or ())}
+
+
+def encode_column(spec: FieldSpec, values: Sequence[Any]) -> np.ndarray:
+    """Validated values (None: missing) as one column in its encoding, as ``encode_value`` does
+    value by value, in one comprehension per column (ingest builds every committed batch)."""
+    t = spec.type
+    if t is FieldType.FLOAT:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    if t is FieldType.BOOL:
+        return np.array([-1 if v is None else (1 if v else 0) for v in values], dtype=np.int8)
+    if t is FieldType.ENUM:
+        if spec.allowed is None:
+            raise ValueError(f"{spec.name} is not an enum field")
+        codes = _enum_codes(spec)
+        try:
+            return np.array([-1 if v is None else codes[v] for v in values], dtype=np.int16)
+        except KeyError as err:
+            raise ValueError(f"{spec.name}: {err.args[0]!r} is not one of its values") from None
+    if t is FieldType.INT:
+        return np.array([INT_MISSING if v is None else int(v) for v in values], dtype=np.int64)
+    col = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        col[i] = v
+    return col
+
+
 def enum_code(spec: FieldSpec, value: str) -> int:
     """Code of an enum value: its index in ``spec.allowed``."""
     if spec.allowed is None:
@@ -95,18 +125,38 @@ class KindBatch:
         ``positions``: the device position hints of the rows (``KindBatch.positions``).
         """
         spec = catalog.KINDS[kind]
-        n = len(rows)
-        columns: dict[str, np.ndarray] = {}
-        for f in spec.readings:
-            col = np.empty(n, dtype=column_dtype(f))
-            for i, row in enumerate(rows):
-                col[i] = encode_value(f, row[3].get(f.name))
-            columns[f.name] = col
+        columns = {
+            f.name: encode_column(f, [row[3].get(f.name) for row in rows]) for f in spec.readings
+        }
         return cls(
             kind=kind,
             device_ids=np.array([r[0] for r in rows], dtype=object),
             ts_ms=np.array([r[1] for r in rows], dtype=np.int64),
             received_ms=np.array([r[2] for r in rows], dtype=np.int64),
+            columns=columns,
+            positions=None if positions is None else np.array(positions, dtype=np.int64),
+        )
+
+    @classmethod
+    def from_stored(
+        cls,
+        kind: Kind,
+        rows: Sequence[Sequence[Any]],
+        *,
+        positions: Sequence[int] | None = None,
+    ) -> KindBatch:
+        """Build a batch from ingest's stored rows: (device_id, ts_ms, *the kind's catalog fields
+        in catalog order, received_ms), as written to the database."""
+        spec = catalog.KINDS[kind]
+        columns = {
+            f.name: encode_column(f, [row[2 + j] for row in rows])
+            for j, f in enumerate(spec.readings)
+        }
+        return cls(
+            kind=kind,
+            device_ids=np.array([r[0] for r in rows], dtype=object),
+            ts_ms=np.array([r[1] for r in rows], dtype=np.int64),
+            received_ms=np.array([r[-1] for r in rows], dtype=np.int64),
             columns=columns,
             positions=None if positions is None else np.array(positions, dtype=np.int64),
         )

@@ -36,7 +36,7 @@ from ingest.decode import Decoder, Reason, ms_to_datetime
 from ingest.metrics import IngestMetrics
 from ingest.partition import Partition
 from ingest.registry_cache import RegistryCache, RegistrySnapshot, load_snapshot
-from ingest.writer import KIND_SQL, WriteResult, prepare_connection, write_batch
+from ingest.writer import WriteResult, prepare_connection, write_batch
 
 _T = TypeVar("_T")
 log = structlog.get_logger(__name__)
@@ -449,18 +449,16 @@ class IngestService:
         new_keys = result.new_keys or {}
         for kind, rows in batch.readings.items():
             keys = new_keys.get(kind, set())
-            fields = KIND_SQL[kind].fields
             picked = []
             positions = []
             for row, position in zip(rows, batch.positions[kind], strict=True):
                 key = (row[0], row[1])
                 if key in keys:
                     keys.discard(key)  # the first row with this key is the one stored
-                    values = dict(zip(fields, row[2:-1], strict=True))
-                    picked.append((row[0], row[1], row[-1], values))
+                    picked.append(row)
                     positions.append(position)
             if picked:
-                readings[kind] = KindBatch.from_rows(kind, picked, positions=positions)
+                readings[kind] = KindBatch.from_stored(kind, picked, positions=positions)
         stored_ids = set(result.complaints_stored)
         complaints = []
         for c in batch.complaints:

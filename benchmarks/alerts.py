@@ -79,6 +79,7 @@ from cityops import catalog, registry  # noqa: E402
 from cityops.batch import CommittedBatch, KindBatch, StatusChange  # noqa: E402
 from cityops.catalog import Kind  # noqa: E402
 from cityops.db import migrate  # noqa: E402
+from cityops.ports import free_port  # noqa: E402
 from cityops.schedule import HeatingCalendar, LightingSchedule  # noqa: E402
 from cityops.settings import (  # noqa: E402
     DatabaseSettings,
@@ -576,19 +577,11 @@ def nodata_tick(devices: int, ticks: int = 12) -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     """A private plain mosquitto; waits until it accepts connections."""
     import socket
 
-    port = _free_port()
+    port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(BROKER_CONF.format(port=port))
     proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own config

@@ -62,6 +62,7 @@ from psycopg import sql  # noqa: E402
 
 from cityops import apikeys, registry  # noqa: E402
 from cityops.db import migrate  # noqa: E402
+from cityops.ports import free_port  # noqa: E402
 from cityops.settings import StorageSettings  # noqa: E402
 from ingest.broker import default_config_path, render_config, write_credentials  # noqa: E402
 
@@ -91,16 +92,6 @@ def with_db(dsn: str, name: str) -> str:
     parts = conninfo_to_dict(dsn)
     parts["dbname"] = name
     return make_conninfo(**{k: v for k, v in parts.items() if v is not None})
-
-
-def free_port(avoid: set[int] | None = None) -> int:
-    """A free TCP port on the loopback (not one of ``avoid``)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if not avoid or port not in avoid:
-            return port
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
@@ -242,7 +233,7 @@ def start_broker(workdir: Path, identities: list[str]) -> tuple[subprocess.Popen
         service_passwords={"cityops-ingest": INGEST_PW},
     )
     port = free_port()
-    device_port = free_port({port})
+    device_port = free_port()
     text = render_config(
         default_config_path().read_text(encoding="utf-8"),
         port=device_port,

@@ -56,6 +56,7 @@ from psycopg import sql
 from cityops import registry
 from cityops.broker_auth import device_password
 from cityops.db import migrate
+from cityops.ports import free_port
 from cityops.settings import DatabaseSettings, Settings
 from ingest.broker import default_config_path, render_config, write_credentials
 
@@ -64,14 +65,6 @@ INGEST_PW = "faults-ingest"
 DEVICES = [f"HT-F{i}" for i in range(10)]
 INGEST_ID = "faults-ingest"
 T0 = 1_735_689_600_000  # readings' ts: T0 + case * 10^9 + n ms, unique per case and device
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_port(port: int, timeout_s: float = 15.0) -> bool:
@@ -91,8 +84,8 @@ class Broker:
 
     def __init__(self, workdir: Path, autosave_on_changes: int | None) -> None:
         self.workdir = workdir
-        self.port = _free_port()  # services listener
-        self.device_port = _free_port()
+        self.port = free_port()  # services listener
+        self.device_port = free_port()
         write_credentials(
             workdir, DEVICES, secret=SECRET, service_passwords={"cityops-ingest": INGEST_PW}
         )
@@ -134,7 +127,7 @@ class Ingest:
 
     def __init__(self, dsn: str, broker: Broker, workdir: Path, *, stream: bool = False) -> None:
         self.stream = stream
-        self.http_port = _free_port()
+        self.http_port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CITYOPS_")}
         self.env.update(
             {

@@ -56,6 +56,7 @@ from cityops import registry  # noqa: E402
 from cityops.batch import CommittedBatch  # noqa: E402
 from cityops.broker_auth import device_password  # noqa: E402
 from cityops.db import migrate  # noqa: E402
+from cityops.ports import free_port  # noqa: E402
 from cityops.settings import DatabaseSettings, IngestSettings, MqttSettings, Settings  # noqa: E402
 from ingest.broker import default_config_path, render_config, write_credentials  # noqa: E402
 from ingest.client import queue_pubacks  # noqa: E402
@@ -88,14 +89,6 @@ def _with_db(dsn: str, name: str) -> str:
     return make_conninfo(**{k: v for k, v in parts.items() if v is not None})
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # The broker has a services listener (the port passed around here) and a device listener.
 _DEVICE_PORT: dict[int, int] = {}
 
@@ -111,8 +104,8 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
         secret=SECRET,
         service_passwords={"cityops-ingest": INGEST_PW},
     )
-    port = _free_port()
-    device_port = _free_port()
+    port = free_port()
+    device_port = free_port()
     _DEVICE_PORT[port] = device_port
     text = render_config(
         default_config_path().read_text(encoding="utf-8"),

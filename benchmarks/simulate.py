@@ -25,6 +25,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cityops.ports import free_port
 from simulators import runner, scenario
 from simulators.engine import Simulation
 from simulators.messages import encode
@@ -40,14 +41,8 @@ max_inflight_messages 1000
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     conf = workdir / "mosquitto.conf"
     user = "user root" if os.geteuid() == 0 else ""
     conf.write_text(BROKER_CONF.format(port=port, user=user), encoding="utf-8")

@@ -74,11 +74,11 @@ from benchmarks.api import (  # noqa: E402
     cityops_env,
     create_database,
     drop_database,
-    free_port,
     start_api,
     wait_port,
     wait_ready,
 )
+from cityops.ports import free_port  # noqa: E402
 from ingest.broker import (  # noqa: E402
     default_config_path,
     password_hash,
@@ -162,7 +162,7 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
             "topic write cityops/v1/+/+/telemetry\ntopic write cityops/v1/+/+/status\n"
         )
     port = free_port()
-    device_port = free_port({port})
+    device_port = free_port()
     text = render_config(
         default_config_path().read_text(encoding="utf-8"),
         port=device_port,

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from cityops.ports import free_port
 from cityops.settings import DatabaseSettings, Settings, StorageSettings
 
 DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -286,26 +287,6 @@ def timescale_db(timescale_admin_dsn: str) -> Iterator[str]:
 
 
 # --- MQTT -------------------------------------------------------------------------------------
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A TCP port on loopback that is free right now and not handed out before in this run.
-
-    The kernel may give the same ephemeral port twice once the probe is closed; two servers of
-    one test must not get the same one.
-    """
-    import socket
-
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
 
 
 def wait_for_port(port: int, timeout_s: float = 10.0) -> bool:

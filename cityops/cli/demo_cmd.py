@@ -36,6 +36,8 @@ from cityops import clock
 from cityops.cli.common import err_console, out, settings_of
 from cityops.clock import SimulatedClock
 from cityops.errors import ConfigError, DatabaseError
+from cityops.ports import free_port
+from cityops.ports import in_use as port_in_use
 from cityops.settings import DatabaseSettings, LogSettings, MqttSettings, Settings
 
 log = structlog.get_logger(__name__)
@@ -62,32 +64,6 @@ max_queued_messages 100000
 
 class _StopRequestedError(Exception):
     """Raised inside worker threads' callbacks to end them early."""
-
-
-# Ports this process has handed out. The kernel may hand the same ephemeral port out again once
-# the probing socket is closed; the database, the broker and the API must not share one.
-_HANDED_OUT: set[int] = set()
-
-
-def _free_port() -> int:
-    """A loopback port free right now and not handed out before by this process."""
-    import socket
-
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-
-
-def _port_in_use(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> bool:
@@ -292,14 +268,14 @@ class PrivateBroker:
                 "no MQTT broker: install mosquitto (apt-get install mosquitto, brew install "
                 "mosquitto) or set CITYOPS_MQTT_HOST and CITYOPS_MQTT_PORT to a running broker"
             )
-        return cls(Path(found), data_dir, _free_port())
+        return cls(Path(found), data_dir, free_port())
 
     def start(self) -> None:
         """Start mosquitto and wait until it listens."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if _port_in_use(self.port):
+        if port_in_use(self.port):
             # Taken since it was chosen: something else listening there would pass for the broker.
-            self.port = _free_port()
+            self.port = free_port()
         conf = self.data_dir / "mosquitto.conf"
         conf.write_text(MOSQUITTO_CONF.format(port=self.port), encoding="utf-8")
         log_path = self.data_dir / "mosquitto.log"
@@ -644,7 +620,7 @@ def _start_services(settings: Settings, root: Path, stack: _Stack) -> Settings:
     else:
         bin_dir, origin = find_postgres_bin()
         with err_console.status(f"starting PostgreSQL ({origin}) ..."):
-            pg = PrivatePostgres(bin_dir, root / "postgres", _free_port())
+            pg = PrivatePostgres(bin_dir, root / "postgres", free_port())
             stack.push("PostgreSQL", pg.stop)
             pg.start()
         out.print(f"database: private PostgreSQL from the {origin} at {pg.dsn}")
@@ -704,7 +680,7 @@ def _run(
     sim.start()
     stack.push("simulators", sim.stop)
 
-    api_port = port or _free_port()
+    api_port = port or free_port()
     api_settings = settings.model_copy(
         update={"api": settings.api.model_copy(update={"host": host, "port": api_port})}
     )

@@ -58,6 +58,67 @@ INSERT INTO alert_events (alert_id, at, event, actor, detail)
 VALUES (%s, %s, %s, %s, %s)
 """
 
+# A run of transitions of one event is stored by one statement: the alerts' changes and their
+# event rows together (data-modifying CTEs over the run's values, unnested from arrays), returning
+# (fingerprint, alert id) for each change that applied. An alert storm (a district's devices
+# silent after an outage, a city starting) is hundreds of thousands of transitions; stored with
+# two round trips each they held the alert engine, and ingest's hand-on behind it, for minutes.
+_RUN_VALUES = """
+WITH v AS (
+    SELECT * FROM unnest(
+        %(fingerprint)s::text[], %(rule)s::text[], %(kind)s::text[], %(severity)s::text[],
+        %(labels)s::jsonb[], %(summary)s::text[], %(device_id)s::text[], %(area_code)s::text[],
+        %(at)s::timestamptz[], %(value)s::text[], %(detail)s::jsonb[]
+    ) WITH ORDINALITY AS v(fingerprint, rule, kind, severity, labels, summary, device_id,
+                           area_code, at, value, detail, n)
+), changed AS ({change}
+    RETURNING a.id, a.fingerprint
+), events AS (
+    INSERT INTO alert_events (alert_id, at, event, actor, detail)
+    SELECT c.id, v.at, %(event)s, 'cityops', v.detail
+    FROM changed c JOIN v USING (fingerprint) ORDER BY v.n
+)
+SELECT fingerprint, id FROM changed
+"""
+_UPDATE_FROM_V = "\n    FROM v WHERE a.fingerprint = v.fingerprint AND a.state <> 'resolved'"
+RUN_SQL: dict[Event, str] = {
+    Event.PENDING: _RUN_VALUES.format(
+        change="""
+    INSERT INTO alerts AS a (fingerprint, rule, kind, severity, labels, summary, state, device_id,
+                             area_code, started_at, last_seen, last_value)
+    SELECT fingerprint, rule, kind, severity, labels, summary, 'pending', device_id, area_code,
+           at, at, value
+    FROM v ORDER BY n"""
+    ),
+    Event.FIRING: _RUN_VALUES.format(
+        change="""
+    UPDATE alerts a SET state = 'firing', fired_at = v.at, last_seen = v.at,
+                        last_value = v.value, summary = v.summary"""
+        + _UPDATE_FROM_V
+    ),
+    Event.RESOLVED: _RUN_VALUES.format(
+        change="""
+    UPDATE alerts a SET state = 'resolved', resolved_at = v.at,
+                        last_seen = greatest(a.last_seen, v.at), cancelled = false"""
+        + _UPDATE_FROM_V
+    ),
+    Event.CANCELLED: _RUN_VALUES.format(
+        change="""
+    UPDATE alerts a SET state = 'resolved', resolved_at = v.at,
+                        last_seen = greatest(a.last_seen, v.at), cancelled = true"""
+        + _UPDATE_FROM_V
+    ),
+    Event.FLAPPING: _RUN_VALUES.format(
+        change="""
+    UPDATE alerts a SET flapping = true"""
+        + _UPDATE_FROM_V
+    ),
+}
+_RUN_COLUMNS = (
+    "fingerprint", "rule", "kind", "severity", "labels", "summary", "device_id", "area_code", "at",
+    "value", "detail",
+)  # fmt: skip
+
 OPEN_ALERTS_SQL = """
 SELECT fingerprint, rule, labels, state, started_at, fired_at, last_seen, last_value, flapping
 FROM alerts WHERE state <> 'resolved'
@@ -93,51 +154,34 @@ def _fmt(value: object) -> str:
 def apply_transitions(
     conn: psycopg.Connection[Any], transitions: Iterable[Transition], rules: RuleSet
 ) -> list[AlertNotice]:
-    """Store transitions in the caller's transaction; return the notices for firing/resolved."""
+    """Store transitions in the caller's transaction; return the notices for firing/resolved.
+
+    In order, by runs: consecutive transitions of one event, each alert at most once in a run,
+    go as one statement (RUN_SQL).
+    """
+    prepared = [_prepare(t, rules) for t in transitions]
     notices: list[AlertNotice] = []
     with conn.cursor() as cur:
-        for t in transitions:
-            a = t.alert
-            group = None
-            try:
-                rule = rules.by_name(a.rule)
-                severity, template = rule.severity, rule.summary
-                kind = rule.kind.value if rule.kind else a.labels.get("kind")
-                if isinstance(rule, GroupRule):
-                    group = a.labels.get(rule.group_attribute)
-            except KeyError:  # rule removed by a reload while its alert is open
-                severity, template, kind = Severity.WARNING, "", a.labels.get("kind")
-            summary = render_summary(template, a.labels, a.last_value, group)
-            params = {
-                "fingerprint": a.fingerprint,
-                "rule": a.rule,
-                "kind": kind,
-                "severity": severity.value,
-                "labels": Jsonb(a.labels),
-                "summary": summary,
-                "device_id": a.labels.get("device_id"),
-                "area_code": a.labels.get("area_code"),
-                "at": t.at,
-                "value": _text(a.last_value),
-                "cancelled": t.event is Event.CANCELLED,
-            }
-            if t.event is Event.PENDING:
-                row = cur.execute(INSERT_ALERT_SQL, params).fetchone()
-                alert_id = row[0] if row else None
-            elif t.event is Event.FIRING:
-                row = cur.execute(FIRE_SQL, params).fetchone()
-                alert_id = row[0] if row else None
-            elif t.event in (Event.RESOLVED, Event.CANCELLED):
-                row = cur.execute(RESOLVE_SQL, params).fetchone()
-                alert_id = row[0] if row else None
-            else:
-                row = cur.execute(FLAP_SQL, params).fetchone()
-                alert_id = row[0] if row else None
-            if alert_id is None:
-                continue
-            detail = {"value": _text(a.last_value)}
-            cur.execute(EVENT_SQL, (alert_id, t.at, t.event.value, "cityops", Jsonb(detail)))
-            if t.event in (Event.FIRING, Event.RESOLVED):
+        start = 0
+        while start < len(prepared):
+            event = prepared[start][0].event
+            seen: set[str] = set()
+            end = start
+            while end < len(prepared):
+                t = prepared[end][0]
+                if t.event is not event or t.alert.fingerprint in seen:
+                    break
+                seen.add(t.alert.fingerprint)
+                end += 1
+            run = prepared[start:end]
+            params: dict[str, Any] = {c: [p[c] for _, p, _ in run] for c in _RUN_COLUMNS}
+            params["event"] = event.value
+            ids = dict(cur.execute(RUN_SQL[event], params).fetchall())
+            for t, p, severity in run:
+                alert_id = ids.get(t.alert.fingerprint)
+                if alert_id is None or t.event not in (Event.FIRING, Event.RESOLVED):
+                    continue
+                a = t.alert
                 notices.append(
                     AlertNotice(
                         alert_id=alert_id,
@@ -148,13 +192,44 @@ def apply_transitions(
                         else NoticeState.RESOLVED,
                         severity=severity,
                         labels={"alertname": a.rule, **a.labels},
-                        summary=summary,
+                        summary=p["summary"],
                         started_at=a.since,
                         fired_at=a.fired_at,
                         resolved_at=t.at if t.event is Event.RESOLVED else None,
                     )
                 )
+            start = end
     return notices
+
+
+def _prepare(t: Transition, rules: RuleSet) -> tuple[Transition, dict[str, Any], Severity]:
+    """A transition's statement parameters (and its rule's severity)."""
+    a = t.alert
+    group = None
+    try:
+        rule = rules.by_name(a.rule)
+        severity, template = rule.severity, rule.summary
+        kind = rule.kind.value if rule.kind else a.labels.get("kind")
+        if isinstance(rule, GroupRule):
+            group = a.labels.get(rule.group_attribute)
+    except KeyError:  # rule removed by a reload while its alert is open
+        severity, template, kind = Severity.WARNING, "", a.labels.get("kind")
+    params = {
+        "fingerprint": a.fingerprint,
+        "rule": a.rule,
+        "kind": kind,
+        "severity": severity.value,
+        "labels": Jsonb(a.labels),
+        "summary": render_summary(template, a.labels, a.last_value, group),
+        "device_id": a.labels.get("device_id"),
+        "area_code": a.labels.get("area_code"),
+        "at": t.at,
+        "value": _text(a.last_value),
+        "cancelled": t.event is Event.CANCELLED,
+        "event": t.event.value,
+        "detail": Jsonb({"value": _text(a.last_value)}),
+    }
+    return t, params, severity
 
 
 def restore_lifecycle(conn: psycopg.Connection[Any], lifecycle: Lifecycle) -> int:

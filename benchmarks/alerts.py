@@ -22,7 +22,11 @@ config). Prints one JSON object:
 - ``nodata_tick``: one tick of the no-data rule over a registry of ``devices`` (1,000,000; 100,000
   with ``--quick``) heard at their usual pace, 0.1 % of them silent: ``watch_ms`` with the
   engine's deadline watch (``alerts.silence``), ``scan_ms`` the former scan of every device
-  (the baseline, in the same run), both finding the same silent devices (``same``).
+  (the baseline, in the same run), both finding the same silent devices (``same``);
+- ``storm_store``: storing an alert storm's transitions (``transitions`` no-data alerts going
+  pending, then firing) with ``alerts.store.apply_transitions`` (one statement per transition,
+  runs sent together): ``ms_per_1000``, against the former two round trips per transition
+  (``baseline_ms_per_1000``) on the same database in the same run.
 
     .venv/bin/python benchmarks/alerts.py [--quick] [--latency-only | --skip-latency]
 """
@@ -55,10 +59,13 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
+from psycopg.types.json import Jsonb  # noqa: E402
 from psycopg_pool import ConnectionPool  # noqa: E402
 
+from alerts import store  # noqa: E402
 from alerts.directory import DeviceDirectory, DeviceInfo  # noqa: E402
 from alerts.engine import AlertEngine  # noqa: E402
+from alerts.lifecycle import AlertState, Event, OpenAlert, Transition  # noqa: E402
 from alerts.quality import (  # noqa: E402
     EXPECTED_RULE,
     FiredAlert,
@@ -517,6 +524,54 @@ HEADER = (
 )
 
 
+def _storm(n: int, tag: str, at: datetime) -> list[Transition]:
+    alerts = [
+        OpenAlert(
+            fingerprint=f"{tag}-{i}", rule="device_silent",
+            labels={"device_id": f"{tag}{i:07d}", "kind": "heating", "area_code": "CY-JW"},
+            state=AlertState.PENDING, since=at, last_seen=at, last_value="silent 3600 s",
+        )
+        for i in range(n)
+    ]  # fmt: skip
+    pending = [Transition(event=Event.PENDING, alert=a, at=at) for a in alerts]
+    firing = [Transition(event=Event.FIRING, alert=a, at=at) for a in alerts]
+    return pending + firing
+
+
+def storm_store(admin: str, n: int) -> dict[str, Any]:
+    """Store ``n`` alerts going pending then firing: the store against its former loop."""
+    rules = RuleHolder().rules
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    with scratch_db(admin) as dsn, psycopg.connect(dsn, options="-c TimeZone=UTC") as conn:
+        t0 = time.perf_counter()
+        with conn.cursor() as cur:  # the former store: two round trips per transition
+            for t in _storm(n, "B", at):
+                params = {
+                    "fingerprint": t.alert.fingerprint, "rule": t.alert.rule, "kind": "heating",
+                    "severity": "warning", "labels": Jsonb(t.alert.labels), "summary": "s",
+                    "device_id": t.alert.labels["device_id"], "area_code": "CY-JW", "at": t.at,
+                    "value": str(t.alert.last_value), "cancelled": False,
+                }  # fmt: skip
+                sql_of = store.INSERT_ALERT_SQL if t.event is Event.PENDING else store.FIRE_SQL
+                row = cur.execute(sql_of, params).fetchone()
+                assert row is not None
+                detail = Jsonb({"value": params["value"]})
+                cur.execute(store.EVENT_SQL, (row[0], t.at, t.event.value, "cityops", detail))
+        conn.commit()
+        t1 = time.perf_counter()
+        notices = store.apply_transitions(conn, _storm(n, "N", at), rules)
+        conn.commit()
+        t2 = time.perf_counter()
+        events = conn.execute("SELECT count(*) FROM alert_events").fetchone()
+    return {
+        "transitions": 2 * n,
+        "ms_per_1000": round((t2 - t1) * 1000 / (2 * n) * 1000, 1),
+        "baseline_ms_per_1000": round((t1 - t0) * 1000 / (2 * n) * 1000, 1),
+        "notices": len(notices),
+        "events_stored": events[0] if events else 0,
+    }
+
+
 def _nodata_scan(
     rule: NoDataRule,
     directory: DeviceDirectory,
@@ -844,6 +899,7 @@ def main() -> None:
     admin = admin_dsn()
     result: dict[str, Any] = {"quick": bool(args.quick), "python": platform.python_version()}
     result["nodata_tick"] = nodata_tick(100_000 if args.quick else 1_000_000)
+    result["storm_store"] = storm_store(admin, 5_000 if args.quick else 50_000)
     if not args.skip_latency:
         result.update(measure_latency(admin, seconds=20 if args.quick else 60, triggers_per_s=4))
     if args.latency_only:

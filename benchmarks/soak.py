@@ -101,6 +101,10 @@ READINGS_TABLES = (
 LAG_AIM_MS = 1000.0
 
 
+# The soak publisher's bound on messages published and not yet acknowledged.
+MAX_UNACKED = 20_000
+
+
 def admin_dsn(given: str | None) -> str:
     """The server the soak creates its databases on."""
     return given or os.environ.get(
@@ -235,6 +239,12 @@ def publish(  # noqa: PLR0915 - one publishing loop
     client.username_pw_set(SOAK_USER, SOAK_PW)
     client.max_inflight_messages_set(2000)
     client.max_queued_messages_set(0)
+    acked = [0]
+
+    def on_publish(*_: object) -> None:
+        acked[0] += 1
+
+    client.on_publish = on_publish
     client.connect("127.0.0.1", port)
     client.loop_start()
     while not client.is_connected():
@@ -242,6 +252,7 @@ def publish(  # noqa: PLR0915 - one publishing loop
     out = sys.stdout
     t0 = time.monotonic()
     messages = readings = statuses = 0
+    probes_sent = [0]
     next_report = t0 + 5
     next_probe = t0
     next_cover = t0 + 1
@@ -261,6 +272,7 @@ def publish(  # noqa: PLR0915 - one publishing loop
                     ts = time.time_ns() // 1_000_000
                     body = b'{"ts":%d,"values":{"temperature_c":20.5}}' % ts
                     client.publish(f"cityops/v1/heating/{PROBE_ROOM}/telemetry", body, qos=1)
+                    probes_sent[0] += 1
                     next_probe += 0.2
                 if now >= next_cover:
                     ts = time.time_ns() // 1_000_000
@@ -268,6 +280,7 @@ def publish(  # noqa: PLR0915 - one publishing loop
                     value = b"true" if cover_open else b"false"
                     body = b'{"ts":%d,"values":{"cover_open":%s,"tilt_deg":0.5}}' % (ts, value)
                     client.publish(f"cityops/v1/manhole/{PROBE_COVER}/telemetry", body, qos=1)
+                    probes_sent[0] += 1
                     if cover_open:
                         out.write(json.dumps({"probe": "cover", "ts": ts}) + "\n")
                         out.flush()
@@ -275,6 +288,12 @@ def publish(  # noqa: PLR0915 - one publishing loop
                 if now >= due:
                     break
                 time.sleep(max(0.0, min(due, next_probe, next_cover) - now))
+            # At most MAX_UNACKED published and not acknowledged: without a bound, a publisher
+            # that is behind (the city's first minute, ~1,000,000 first readings) publishes
+            # in a loop that leaves paho's network thread no turn to read the acks, until the
+            # 16-bit message ids wrap (publish fails with MQTT_ERR_QUEUE_SIZE, 15).
+            while messages + probes_sent[0] - acked[0] > MAX_UNACKED:
+                time.sleep(0.002)
             info = client.publish(m.topic, m.payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 raise SystemExit(f"publish failed: {info.rc}")

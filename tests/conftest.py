@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -62,10 +64,27 @@ def require_cjk_font() -> None:
         pytest.skip(message)
 
 
+def _missing_from(reports: list[Any]) -> dict[str, str]:
+    """What the skip messages above name as missing, read back from the skip reports: with
+    workers (pytest -n 2) the skips happen in the workers and only their reports reach here."""
+    found: dict[str, str] = {}
+    for report in reports:
+        longrepr = getattr(report, "longrepr", None)
+        message = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
+        if m := re.search(r"(\S+) not installed \(Debian package ([^;)]+)", message):
+            found.setdefault(m.group(1), f"Debian package {m.group(2)}")
+        elif m := re.search(r"(\S+) not reachable: ([^\n]*)", message):
+            found.setdefault(m.group(1), m.group(2).strip())
+        elif "no CJK font for the report" in message:
+            found.setdefault("CJK font", "Debian package fonts-noto-cjk")
+    return found
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """One line at the end naming what was missing, so a skip never looks like a broken checkout."""
-    if MISSING and not IN_CI:
-        parts = ", ".join(f"{name} ({why})" for name, why in sorted(MISSING.items()))
+    missing = {**_missing_from(terminalreporter.stats.get("skipped", [])), **MISSING}
+    if missing and not IN_CI:
+        parts = ", ".join(f"{name} ({why})" for name, why in sorted(missing.items()))
         terminalreporter.write_line(
             f"not installed or not reachable here, so the tests needing them were skipped: {parts}."
             " `bash .ci/run` installs and starts everything (as root, Debian).",

@@ -35,7 +35,7 @@ from cityops.batch import CommittedBatch, KindBatch  # noqa: E402
 from cityops.catalog import Kind, ScheduleClass  # noqa: E402
 from cityops.schedule import LightingSchedule  # noqa: E402
 from cityops.settings import Settings  # noqa: E402
-from stream import complaints, reference  # noqa: E402
+from stream import reference  # noqa: E402
 from stream.engine import HOUR_MS, Folder  # noqa: E402
 from stream.live import LiveRates  # noqa: E402
 from stream.rates import StreetlightRates  # noqa: E402
@@ -228,25 +228,6 @@ def live_update_ms(
     return statistics.median(costs)
 
 
-def _snapshot_per_area(live: LiveRates, a: int, code: str, now_ms: int) -> dict[str, Any]:
-    """One area's snapshot computed for that area alone: the former way, area after area."""
-    hour = now_ms // HOUR_MS - 1
-    sensors = {}
-    rates: dict[str, float | None] = {}
-    for kind, index in live.devices.items():
-        for r in live.rows(kind, {hour}):
-            if r.area_code == code and r.metric != complaints.METRIC:
-                rates[r.metric] = r.numerator / r.denominator if r.denominator else None
-        state = live.sensor_state(kind)
-        in_area = (index.area == a) & index.active
-        sensors[kind.value] = {
-            "in_service": int(in_area.sum()),
-            "offline": int((state.offline(now_ms, index.active) & in_area).sum()),
-            "flatlined": int((state.flatlined() & in_area).sum()),
-        }
-    return {"area": code, "ts": now_ms, "hour": hour * HOUR_MS, "rates": rates, "sensors": sensors}
-
-
 def snapshot_ms(devices: int = 1_000_000) -> dict[str, Any]:
     """Every area's live snapshot (published once a second) for a city-sized registry: the
     one-pass ``LiveRates.snapshots`` against the area-by-area baseline, same state."""
@@ -278,7 +259,7 @@ def snapshot_ms(devices: int = 1_000_000) -> dict[str, Any]:
         got = live.snapshots()
         one_pass.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        expect = {c: _snapshot_per_area(live, a, c, now_ms) for a, c in enumerate(areas.codes)}
+        expect = {c: reference.area_snapshot(live, a, c, now_ms) for a, c in enumerate(areas.codes)}
         per_area.append((time.perf_counter() - t) * 1000)
     return {
         "devices": sum(len(i) for i in index.values()),

@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from stream.live import LiveRates
 
 HOUR_MS = 3_600_000
 
@@ -273,3 +276,26 @@ def anomaly_scores(  # noqa: PLR0912, PLR0915 (written out literally, to be chec
         st["last_ts"] = t
         st["n"] = n + 1
     return scores, sensors
+
+
+def area_snapshot(live: LiveRates, a: int, code: str, now_ms: int) -> dict[str, Any]:
+    """One area's live snapshot computed for that area alone, from public parts of ``live``:
+    the reference of ``LiveRates.snapshots`` (and how it was computed before, area by area)."""
+    from stream import complaints
+    from stream.engine import HOUR_MS
+
+    hour = now_ms // HOUR_MS - 1
+    rates: dict[str, float | None] = {}
+    sensors: dict[str, dict[str, int]] = {}
+    for kind, index in live.devices.items():
+        for r in live.rows(kind, {hour}):
+            if r.area_code == code and r.metric != complaints.METRIC:
+                rates[r.metric] = r.numerator / r.denominator if r.denominator else None
+        state = live.sensor_state(kind)
+        in_area = (index.area == a) & index.active
+        sensors[kind.value] = {
+            "in_service": int(in_area.sum()),
+            "offline": int((state.offline(now_ms, index.active) & in_area).sum()),
+            "flatlined": int((state.flatlined() & in_area).sum()),
+        }
+    return {"area": code, "ts": now_ms, "hour": hour * HOUR_MS, "rates": rates, "sensors": sensors}

@@ -10,8 +10,7 @@ import pytest
 from cityops.batch import CommittedBatch, KindBatch, StatusChange
 from cityops.catalog import Kind
 from cityops.settings import Settings, StreamSettings
-from stream import complaints
-from stream.engine import HOUR_MS
+from stream import reference
 from stream.live import LiveRates
 from stream.registry import AreaIndex, DeviceIndex
 
@@ -70,23 +69,8 @@ def test_all_areas_at_once_equal_each_area_alone(seed: int) -> None:
     assert list(got) == codes
 
     now_ms = int(now_s * 1000)
-    hour = now_ms // HOUR_MS - 1
     for a, code in enumerate(codes):
-        rates: dict[str, float | None] = {}
-        sensors: dict[str, dict[str, int]] = {}
-        for kind, index in indexes.items():
-            for r in live.rows(kind, {hour}):
-                if r.area_code == code and r.metric != complaints.METRIC:
-                    rates[r.metric] = r.numerator / r.denominator if r.denominator else None
-            state = live.sensor_state(kind)
-            in_area = (index.area == a) & index.active
-            sensors[kind.value] = {
-                "in_service": int(in_area.sum()),
-                "offline": int((state.offline(now_ms, index.active) & in_area).sum()),
-                "flatlined": int((state.flatlined() & in_area).sum()),
-            }
-        expect = {"area": code, "ts": now_ms, "hour": hour * HOUR_MS, "rates": rates,
-                  "sensors": sensors}  # fmt: skip
+        expect = reference.area_snapshot(live, a, code, now_ms)
         assert got[code] == expect
         assert live.snapshot(code) == expect
     # the fixture is not trivial: rates, offline and flatlined sensors are all there

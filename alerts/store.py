@@ -26,33 +26,6 @@ class AlertError(CityopsError):
     """An alert operation is not possible (unknown alert, already resolved, bad matcher...)."""
 
 
-INSERT_ALERT_SQL = """
-INSERT INTO alerts (fingerprint, rule, kind, severity, labels, summary, state, device_id,
-                    area_code, started_at, last_seen, last_value)
-VALUES (%(fingerprint)s, %(rule)s, %(kind)s, %(severity)s, %(labels)s, %(summary)s, 'pending',
-        %(device_id)s, %(area_code)s, %(at)s, %(at)s, %(value)s)
-RETURNING id
-"""
-
-FIRE_SQL = """
-UPDATE alerts SET state = 'firing', fired_at = %(at)s, last_seen = %(at)s, last_value = %(value)s,
-                  summary = %(summary)s
-WHERE fingerprint = %(fingerprint)s AND state <> 'resolved'
-RETURNING id, started_at
-"""
-
-RESOLVE_SQL = """
-UPDATE alerts SET state = 'resolved', resolved_at = %(at)s, last_seen = greatest(last_seen, %(at)s),
-                  cancelled = %(cancelled)s
-WHERE fingerprint = %(fingerprint)s AND state <> 'resolved'
-RETURNING id, started_at, fired_at
-"""
-
-FLAP_SQL = """
-UPDATE alerts SET flapping = true WHERE fingerprint = %(fingerprint)s AND state <> 'resolved'
-RETURNING id
-"""
-
 EVENT_SQL = """
 INSERT INTO alert_events (alert_id, at, event, actor, detail)
 VALUES (%s, %s, %s, %s, %s)
@@ -225,8 +198,6 @@ def _prepare(t: Transition, rules: RuleSet) -> tuple[Transition, dict[str, Any],
         "area_code": a.labels.get("area_code"),
         "at": t.at,
         "value": _text(a.last_value),
-        "cancelled": t.event is Event.CANCELLED,
-        "event": t.event.value,
         "detail": Jsonb({"value": _text(a.last_value)}),
     }
     return t, params, severity

@@ -524,6 +524,24 @@ HEADER = (
 )
 
 
+# The former store's statements, one per transition, each followed by its event row
+# (store.EVENT_SQL): the baseline of ``storm_store``.
+_BASELINE_INSERT_SQL = """
+INSERT INTO alerts (fingerprint, rule, kind, severity, labels, summary, state, device_id,
+                    area_code, started_at, last_seen, last_value)
+VALUES (%(fingerprint)s, %(rule)s, %(kind)s, %(severity)s, %(labels)s, %(summary)s, 'pending',
+        %(device_id)s, %(area_code)s, %(at)s, %(at)s, %(value)s)
+RETURNING id
+"""
+
+_BASELINE_FIRE_SQL = """
+UPDATE alerts SET state = 'firing', fired_at = %(at)s, last_seen = %(at)s, last_value = %(value)s,
+                  summary = %(summary)s
+WHERE fingerprint = %(fingerprint)s AND state <> 'resolved'
+RETURNING id, started_at
+"""
+
+
 def _storm(n: int, tag: str, at: datetime) -> list[Transition]:
     alerts = [
         OpenAlert(
@@ -552,7 +570,7 @@ def storm_store(admin: str, n: int) -> dict[str, Any]:
                     "device_id": t.alert.labels["device_id"], "area_code": "CY-JW", "at": t.at,
                     "value": str(t.alert.last_value), "cancelled": False,
                 }  # fmt: skip
-                sql_of = store.INSERT_ALERT_SQL if t.event is Event.PENDING else store.FIRE_SQL
+                sql_of = _BASELINE_INSERT_SQL if t.event is Event.PENDING else _BASELINE_FIRE_SQL
                 row = cur.execute(sql_of, params).fetchone()
                 assert row is not None
                 detail = Jsonb({"value": params["value"]})
